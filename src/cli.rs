@@ -1,0 +1,232 @@
+//! The command line: `run`, `check`, `once` and `demo`, and logging set-up. Parses arguments,
+//! adds context to library errors (anyhow) and maps outcomes to exit codes; no pipeline logic.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::app::App;
+use crate::config::{Config, LogConfig, LogFormat};
+
+/// pollhook: turns a booking API without webhooks into webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "pollhook", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll on schedule and deliver until SIGINT/SIGTERM.
+    Run {
+        /// Configuration file (TOML); `POLLHOOK_` environment variables override it.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and exit non-zero with every problem found.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Poll every source once, then deliver what is due, then exit (for cron and debugging).
+    Once {
+        /// Configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo on loopback: simulated booking API -> pollhook -> receiver.
+    Demo {
+        /// Stop after this long (e.g. "60s"); default: until Ctrl-C.
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<String>,
+        /// How often the simulated API changes a booking.
+        #[arg(long, value_name = "DURATION", default_value = "3s")]
+        pace: String,
+        /// How often pollhook polls the simulated API (at least 1s).
+        #[arg(long, value_name = "DURATION", default_value = "2s")]
+        poll_every: String,
+    },
+}
+
+/// Installs the tracing subscriber: journald-friendly plain text under systemd, colours on a
+/// terminal, JSON on request. `RUST_LOG` overrides the configured level.
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match cfg.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text | LogFormat::Auto => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    // journald stamps every line itself.
+                    .with_target(!under_systemd),
+            )
+            .try_init(),
+    };
+    let _ = result;
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn shutdown_signal(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        cancel.cancel();
+    });
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pollhook: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} source(s): {}; {} endpoint(s): {})",
+                    config.display(),
+                    c.sources.len(),
+                    c.sources
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.schedule.describe()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    c.endpoints.len(),
+                    c.endpoints
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Run { config } => {
+            let cfg = load(&config)?;
+            init_logging(&cfg.log);
+            let app =
+                App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
+            let cancel = CancellationToken::new();
+            shutdown_signal(cancel.clone());
+            app.run(cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once { config } => {
+            let cfg = load(&config)?;
+            init_logging(&cfg.log);
+            let app =
+                App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
+            let mut failed = false;
+            for (name, r) in app.poll_all().await {
+                match r {
+                    Ok(r) => println!(
+                        "{name}: {} booking(s) on {} page(s), {} event(s){}",
+                        r.bookings,
+                        r.pages,
+                        r.events.len(),
+                        if r.baseline { " (baseline)" } else { "" }
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        println!("{name}: poll failed, nothing committed: {e}");
+                    }
+                }
+            }
+            let d = app.deliver_until_idle().await.context("delivering")?;
+            println!(
+                "deliveries: {} attempted, {} delivered, {} to retry, {} dead-lettered",
+                d.attempted, d.delivered, d.retrying, d.dead
+            );
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo {
+            duration,
+            pace,
+            poll_every,
+        } => {
+            let parse = |key: &str, s: &str| -> anyhow::Result<Duration> {
+                crate::config::parse_duration(s).map_err(|m| anyhow::anyhow!("--{key}: {m}"))
+            };
+            let opts = crate::demo::DemoOptions {
+                duration: duration
+                    .as_deref()
+                    .map(|d| parse("duration", d))
+                    .transpose()?,
+                pace: parse("pace", &pace)?,
+                poll_every: parse("poll-every", &poll_every)?,
+            };
+            init_logging(&LogConfig {
+                format: LogFormat::Text,
+                level: "warn".into(),
+            });
+            let cancel = CancellationToken::new();
+            shutdown_signal(cancel.clone());
+            let mut stdout = std::io::stdout();
+            let s = crate::demo::run(opts, cancel, &mut stdout).await?;
+            Ok(if s.signatures_invalid == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

@@ -1,0 +1,1443 @@
+//! Configuration: loads TOML + `POLLHOOK_` environment overrides with figment into a raw serde
+//! layer, then validates it into typed [`Config`] (durations, URLs, schedules, secrets resolved),
+//! reporting every problem at once with the key path that caused it.
+//!
+//! Two layers, as ripgrep does: [`raw`] mirrors the file exactly (`deny_unknown_fields` everywhere),
+//! [`Config`] is what the rest of the program uses. Nothing outside this module sees figment.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use url::Url;
+
+use crate::outbox::{EventKind, RetryPolicy};
+use crate::schedule::Schedule;
+use crate::signing::SigningKey;
+
+/// The environment variable prefix for overrides; nested keys are separated by `__`
+/// (`POLLHOOK_SOURCES__HOTEL__URL` overrides `[sources.hotel] url`).
+pub const ENV_PREFIX: &str = "POLLHOOK_";
+
+/// One problem found in the configuration, tied to the key that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `sources.hotel.every`.
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist or cannot be read.
+    #[error("config file {path}: {reason}")]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Syntax, unknown keys, wrong types or invalid values; every problem is listed.
+    #[error("config file {}: {} problem(s)\n{}", file.display(), problems.len(), list(problems))]
+    Invalid {
+        /// The file being loaded.
+        file: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A secret value resolved from a file, an environment variable or a systemd credential.
+/// `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The raw, serde-facing layer: exactly what the TOML file may contain.
+pub mod raw {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    /// The whole file.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawConfig {
+        #[serde(default)]
+        pub store: RawStore,
+        #[serde(default)]
+        pub log: RawLog,
+        #[serde(default)]
+        pub admin: RawAdmin,
+        #[serde(default)]
+        pub delivery: RawDeliveryDefaults,
+        #[serde(default)]
+        pub sources: BTreeMap<String, RawSource>,
+        #[serde(default)]
+        pub endpoints: BTreeMap<String, RawEndpoint>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawStore {
+        pub path: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawLog {
+        pub format: Option<String>,
+        pub level: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawAdmin {
+        pub listen: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawDeliveryDefaults {
+        pub retry_schedule: Option<Vec<String>>,
+        pub jitter: Option<f64>,
+        pub retry_after_cap: Option<String>,
+        pub connect_timeout: Option<String>,
+        pub timeout: Option<String>,
+        pub max_in_flight: Option<u32>,
+    }
+
+    /// A secret reference: exactly one of the three.
+    #[derive(Debug, Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawSecret {
+        pub file: Option<PathBuf>,
+        pub env: Option<String>,
+        pub credential: Option<String>,
+    }
+
+    /// A string or a list of strings.
+    #[derive(Debug, Deserialize, Clone)]
+    #[serde(untagged)]
+    pub enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawSource {
+        pub url: Option<String>,
+        pub every: Option<String>,
+        pub cron: Option<String>,
+        pub timezone: Option<String>,
+        #[serde(default)]
+        pub query: BTreeMap<String, String>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        pub auth: Option<RawSourceAuth>,
+        pub items: Option<String>,
+        pub id: Option<OneOrMany>,
+        pub status: Option<String>,
+        pub cancelled_values: Option<Vec<String>>,
+        #[serde(default)]
+        pub ignore_fields: Vec<String>,
+        #[serde(default)]
+        pub only_fields: Vec<String>,
+        pub first_poll: Option<String>,
+        pub on_disappear: Option<String>,
+        pub max_disappear_share: Option<f64>,
+        pub timeout: Option<String>,
+        pub max_response_bytes: Option<u64>,
+        pub max_pages: Option<u32>,
+        pub pagination: Option<RawPagination>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawSourceAuth {
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub name: Option<String>,
+        pub username: Option<String>,
+        pub secret: Option<RawSecret>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawPagination {
+        pub style: String,
+        pub param: Option<String>,
+        pub start: Option<u64>,
+        pub size_param: Option<String>,
+        pub size: Option<u64>,
+        pub has_more: Option<String>,
+        pub total_pages: Option<String>,
+        pub next: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawEndpoint {
+        pub url: Option<String>,
+        pub format: Option<String>,
+        pub method: Option<String>,
+        pub sources: Option<Vec<String>>,
+        pub events: Option<Vec<String>>,
+        #[serde(default)]
+        pub secrets: Vec<RawSecret>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        pub retry_schedule: Option<Vec<String>>,
+        pub jitter: Option<f64>,
+        pub connect_timeout: Option<String>,
+        pub timeout: Option<String>,
+        pub max_in_flight: Option<u32>,
+        pub enabled: Option<bool>,
+    }
+}
+
+/// Validated configuration: everything parsed, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from (for messages), if any.
+    pub file: Option<PathBuf>,
+    /// Where the redb file lives.
+    pub store_path: PathBuf,
+    /// Log output.
+    pub log: LogConfig,
+    /// Admin listener address; `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Sources in name order.
+    pub sources: Vec<SourceConfig>,
+    /// Endpoints in name order.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default filter directive when `RUST_LOG` is unset.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when running under systemd, human text otherwise.
+    Auto,
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How to authenticate against a source.
+#[derive(Debug, Clone)]
+pub enum SourceAuth {
+    /// No authentication.
+    None,
+    /// A header carrying the secret (e.g. Beds24's `token`).
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: Secret,
+    },
+    /// A query parameter carrying the secret.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Parameter value.
+        value: Secret,
+    },
+    /// HTTP Basic.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+}
+
+/// How a source's result set is split into pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pagination {
+    /// One request returns everything.
+    None,
+    /// A page-number parameter, incremented until the stop condition.
+    Page {
+        /// Query parameter carrying the page number.
+        param: String,
+        /// The first page's number.
+        start: u64,
+        /// Optional page-size parameter and value.
+        size: Option<(String, u64)>,
+        /// When to stop.
+        stop: PageStop,
+    },
+    /// The response carries the URL of the next page (absolute or relative, same host only).
+    NextLink {
+        /// JSON Pointer to the next URL; missing, null or empty means last page.
+        pointer: String,
+    },
+}
+
+/// When page-number pagination stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageStop {
+    /// At the first page with no items.
+    EmptyPage,
+    /// When the boolean at this pointer is false (or absent).
+    HasMore(String),
+    /// After the page count found at this pointer.
+    TotalPages(String),
+}
+
+/// What the first successful poll of a source does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPoll {
+    /// Record what exists and send nothing.
+    Baseline,
+    /// Send a `new` event for every booking found.
+    EmitNew,
+}
+
+/// What it means when a known booking is missing from a full poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisappear {
+    /// Nothing: it may merely have left the date window.
+    Ignore,
+    /// Treat it as cancelled (subject to the mass-disappearance guard).
+    Cancel,
+}
+
+/// One source to poll.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique name (the table key in the config).
+    pub name: String,
+    /// The list endpoint.
+    pub url: Url,
+    /// When to poll.
+    pub schedule: Schedule,
+    /// Static query parameters.
+    pub query: Vec<(String, String)>,
+    /// Static, non-secret headers.
+    pub headers: Vec<(String, String)>,
+    /// Authentication.
+    pub auth: SourceAuth,
+    /// JSON Pointer to the array of bookings ("" = the document itself).
+    pub items: String,
+    /// JSON Pointers whose values together form the booking id.
+    pub id: Vec<String>,
+    /// JSON Pointer to the status, if the API has one.
+    pub status: Option<String>,
+    /// Status values (compared as strings) that mean cancelled.
+    pub cancelled_values: Vec<String>,
+    /// Fields that never count as a change.
+    pub ignore_fields: Vec<String>,
+    /// If non-empty, only these fields count as a change.
+    pub only_fields: Vec<String>,
+    /// What the first poll does.
+    pub first_poll: FirstPoll,
+    /// What a missing booking means.
+    pub on_disappear: OnDisappear,
+    /// Largest share of known active bookings that may be cancelled by disappearance in one poll.
+    pub max_disappear_share: f64,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// Largest number of pages one poll may fetch.
+    pub max_pages: u32,
+    /// Pagination style.
+    pub pagination: Pagination,
+}
+
+/// The wire format of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Beds24 v1: `bookid` and `status` in the query string.
+    V1,
+    /// JSON envelope in the body.
+    V2,
+}
+
+/// One receiver of notifications.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Unique name.
+    pub name: String,
+    /// Target URL.
+    pub url: Url,
+    /// Wire format.
+    pub format: Format,
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// Sources it receives events from.
+    pub sources: BTreeSet<String>,
+    /// Event kinds it receives.
+    pub events: BTreeSet<EventKind>,
+    /// Signing keys (all are used; several allow rotation).
+    pub keys: Vec<SigningKey>,
+    /// Extra static headers.
+    pub headers: Vec<(String, String)>,
+    /// Retry schedule and jitter.
+    pub retry: RetryPolicy,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Largest number of concurrent requests to this endpoint.
+    pub max_in_flight: u32,
+    /// Whether deliveries are attempted (events queue either way).
+    pub enabled: bool,
+}
+
+impl Config {
+    /// Loads `path` plus `POLLHOOK_` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(figment, Some(path))
+    }
+
+    /// Validates a configuration given as TOML text (no environment overrides). Used by the demo
+    /// and tests; `name` stands in for the file name in messages.
+    pub fn from_toml_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::new().merge(Toml::string(text));
+        Self::from_figment(figment, Some(Path::new(name)))
+    }
+
+    fn from_figment(figment: Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file_buf = file.map(Path::to_path_buf).unwrap_or_default();
+        let raw: raw::RawConfig = figment.extract().map_err(|err| ConfigError::Invalid {
+            file: file_buf.clone(),
+            problems: err.into_iter().map(figment_problem).collect(),
+        })?;
+        let mut v = Validator::default();
+        let config = v.config(raw, file);
+        match config {
+            Some(c) if v.problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid {
+                file: file_buf,
+                problems: v.problems,
+            }),
+        }
+    }
+
+    /// The endpoints that receive events of `kind` from `source`.
+    pub fn routes<'a>(
+        &'a self,
+        source: &'a str,
+        kind: EventKind,
+    ) -> impl Iterator<Item = &'a EndpointConfig> + 'a {
+        self.endpoints
+            .iter()
+            .filter(move |e| e.sources.contains(source) && e.events.contains(&kind))
+    }
+
+    /// Looks a source up by name.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn figment_problem(e: figment::Error) -> Problem {
+    // figment prefixes every path with the profile ("default"); operators never wrote that.
+    let path: Vec<&str> = e
+        .path
+        .iter()
+        .map(String::as_str)
+        .skip_while(|p| *p == "default")
+        .collect();
+    let mut message = e.kind.to_string();
+    if let Some(meta) = &e.metadata
+        && meta.name.contains("environment")
+    {
+        message.push_str(" (from an environment variable; values there are parsed as TOML, quote strings like '\"12345\"')");
+    }
+    Problem {
+        key: path.join("."),
+        message,
+    }
+}
+
+/// Parses a human duration ("30s", "5m", "1h 30m", "0s").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write a number and a unit, e.g. \"30s\", \"5m\", \"1h 30m\"")
+    })
+}
+
+const DEFAULT_RETRY: &[&str] = &["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
+const NAME_HINT: &str = "names may contain only lowercase letters, digits, `_` and `-`, and must start with a letter (so `POLLHOOK_` environment overrides can reach them)";
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match parse_duration(s) {
+                Ok(d) => d,
+                Err(m) => {
+                    self.bad(key, m);
+                    default
+                }
+            },
+        }
+    }
+
+    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(key, value, default);
+        if d.is_zero() {
+            self.bad(key, "must be greater than zero");
+            return default;
+        }
+        d
+    }
+
+    fn pointer(&mut self, key: &str, p: &str) {
+        if !(p.is_empty() || p.starts_with('/')) {
+            self.bad(
+                key,
+                format!(
+                    "`{p}` is not a JSON Pointer (RFC 6901): it must be empty (the whole document) or start with `/`, e.g. \"/data\" or \"/booking/id\""
+                ),
+            );
+        }
+    }
+
+    fn url(&mut self, key: &str, value: Option<&str>) -> Option<Url> {
+        let Some(s) = value else {
+            self.bad(key, "is required: the http:// or https:// URL");
+            return None;
+        };
+        match Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(_) => {
+                self.bad(
+                    key,
+                    format!("`{s}` must be an http:// or https:// URL with a host"),
+                );
+                None
+            }
+            Err(e) => {
+                self.bad(key, format!("`{s}` is not a valid URL ({e})"));
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, key: &str, name: &str) {
+        let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            self.bad(key, format!("`{name}`: {NAME_HINT}"));
+        }
+    }
+
+    fn secret(&mut self, key: &str, raw: &raw::RawSecret) -> Option<Secret> {
+        let set = [
+            raw.file.is_some(),
+            raw.env.is_some(),
+            raw.credential.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            self.bad(
+                key,
+                "a secret is given as exactly one of { file = \"/path\" }, { env = \"VARIABLE\" } or { credential = \"name\" } (a systemd LoadCredential= name)",
+            );
+            return None;
+        }
+        let value = if let Some(path) = &raw.file {
+            match std::fs::read_to_string(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.bad(
+                        key,
+                        format!("cannot read secret file {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(var) = &raw.env {
+            match std::env::var(var) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.bad(
+                        key,
+                        format!("environment variable {var} is not set (or not UTF-8)"),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(name) = &raw.credential {
+            let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                self.bad(
+                    key,
+                    format!(
+                        "credential `{name}` needs CREDENTIALS_DIRECTORY, which systemd sets for LoadCredential=; it is not set"
+                    ),
+                );
+                return None;
+            };
+            let path = Path::new(&dir).join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.bad(
+                        key,
+                        format!("cannot read credential {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            return None;
+        };
+        let value = value.trim_end_matches(['\r', '\n']).to_string();
+        if value.is_empty() {
+            self.bad(key, "the secret is empty");
+            return None;
+        }
+        Some(Secret(value))
+    }
+
+    fn config(&mut self, raw: raw::RawConfig, file: Option<&Path>) -> Option<Config> {
+        let store_path = raw.store.path.unwrap_or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(|d| {
+                    // systemd may pass several colon-separated directories; the first is ours.
+                    let d = d
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    PathBuf::from(d).join("pollhook.redb")
+                })
+                .unwrap_or_else(|| PathBuf::from("pollhook.redb"))
+        });
+
+        let format = match raw.log.format.as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.bad(
+                    "log.format",
+                    format!("`{other}` is not valid; use \"auto\", \"text\" or \"json\""),
+                );
+                LogFormat::Auto
+            }
+        };
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.bad(
+                "log.level",
+                format!("`{level}` is not a log filter; use e.g. \"info\", \"debug\" or \"pollhook=debug,info\""),
+            );
+        }
+
+        let admin_listen = match raw.admin.listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9477))),
+            Some("" | "off") => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.bad(
+                        "admin.listen",
+                        format!("`{s}` is not an address; use \"127.0.0.1:9477\", \"[::1]:9477\" or \"off\""),
+                    );
+                    None
+                }
+            },
+        };
+
+        if raw.sources.is_empty() {
+            self.bad(
+                "sources",
+                "no source configured; add a [sources.NAME] table with at least `url` and `every` or `cron`",
+            );
+        }
+        let mut sources = Vec::new();
+        for (name, rs) in raw.sources {
+            if let Some(s) = self.source(&name, rs) {
+                sources.push(s);
+            }
+        }
+
+        let d = raw.delivery;
+        let default_retry = self.retry(
+            "delivery",
+            d.retry_schedule.as_deref(),
+            d.jitter,
+            d.retry_after_cap.as_deref(),
+            RetryPolicy::default_schedule(),
+        );
+        let default_connect = self.positive_duration(
+            "delivery.connect_timeout",
+            d.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let default_timeout = self.positive_duration(
+            "delivery.timeout",
+            d.timeout.as_deref(),
+            Duration::from_secs(15),
+        );
+        let default_in_flight = d.max_in_flight.unwrap_or(16);
+        if default_in_flight == 0 {
+            self.bad("delivery.max_in_flight", "must be at least 1");
+        }
+
+        let source_names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
+        let mut endpoints = Vec::new();
+        for (name, re) in raw.endpoints {
+            let defaults = EndpointDefaults {
+                retry: default_retry.clone(),
+                connect: default_connect,
+                timeout: default_timeout,
+                in_flight: default_in_flight.max(1),
+            };
+            if let Some(e) = self.endpoint(&name, re, &source_names, defaults) {
+                endpoints.push(e);
+            }
+        }
+
+        Some(Config {
+            file: file.map(Path::to_path_buf),
+            store_path,
+            log: LogConfig { format, level },
+            admin_listen,
+            sources,
+            endpoints,
+        })
+    }
+
+    fn retry(
+        &mut self,
+        prefix: &str,
+        schedule: Option<&[String]>,
+        jitter: Option<f64>,
+        cap: Option<&str>,
+        default: RetryPolicy,
+    ) -> RetryPolicy {
+        let mut policy = default;
+        if let Some(list) = schedule {
+            let key = format!("{prefix}.retry_schedule");
+            if list.is_empty() {
+                self.bad(
+                    &key,
+                    "needs at least one entry (the delay before the first attempt, usually \"0s\")",
+                );
+            } else {
+                let mut delays = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    match parse_duration(s) {
+                        Ok(d) => delays.push(d),
+                        Err(m) => self.bad(format!("{key}[{i}]"), m),
+                    }
+                }
+                if delays.len() == list.len() {
+                    policy.schedule = delays;
+                }
+            }
+        }
+        if let Some(j) = jitter {
+            if (0.0..=1.0).contains(&j) {
+                policy.jitter = j;
+            } else {
+                self.bad(
+                    format!("{prefix}.jitter"),
+                    format!("{j} is out of range; use a share between 0.0 and 1.0 (0.2 = ±20%)"),
+                );
+            }
+        }
+        if let Some(c) = cap {
+            policy.retry_after_cap = self.duration(
+                &format!("{prefix}.retry_after_cap"),
+                Some(c),
+                policy.retry_after_cap,
+            );
+        }
+        policy
+    }
+
+    fn source(&mut self, name: &str, rs: raw::RawSource) -> Option<SourceConfig> {
+        let k = |f: &str| format!("sources.{name}.{f}");
+        self.name(&format!("sources.{name}"), name);
+        let url = self.url(&k("url"), rs.url.as_deref());
+
+        let tz = rs.timezone.as_deref().unwrap_or("UTC");
+        let schedule = match (rs.every.as_deref(), rs.cron.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.bad(k("every"), "give either `every` or `cron`, not both");
+                None
+            }
+            (None, None) => {
+                self.bad(
+                    k("every"),
+                    "a schedule is required: `every = \"30s\"` or `cron = \"*/5 * * * *\"`",
+                );
+                None
+            }
+            (Some(e), None) => match parse_duration(e) {
+                Ok(d) => match Schedule::every(d) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        self.bad(k("every"), err.to_string());
+                        None
+                    }
+                },
+                Err(m) => {
+                    self.bad(k("every"), m);
+                    None
+                }
+            },
+            (None, Some(c)) => match Schedule::cron(c, tz) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    let key = if matches!(err, crate::schedule::ScheduleError::UnknownTimeZone(_)) {
+                        k("timezone")
+                    } else {
+                        k("cron")
+                    };
+                    self.bad(key, err.to_string());
+                    None
+                }
+            },
+        };
+        if rs.timezone.is_some() && rs.every.is_some() {
+            self.bad(
+                k("timezone"),
+                "only applies to `cron` schedules; remove it or use `cron`",
+            );
+        }
+
+        let auth = match rs.auth {
+            None => SourceAuth::None,
+            Some(a) => self.source_auth(&k("auth"), a)?,
+        };
+
+        let items = rs.items.unwrap_or_default();
+        self.pointer(&k("items"), &items);
+        let id = match rs.id {
+            None => vec!["/id".to_string()],
+            Some(raw::OneOrMany::One(s)) => vec![s],
+            Some(raw::OneOrMany::Many(v)) => v,
+        };
+        if id.is_empty() {
+            self.bad(k("id"), "needs at least one JSON Pointer, e.g. \"/id\"");
+        }
+        for (i, p) in id.iter().enumerate() {
+            if p.is_empty() {
+                self.bad(
+                    format!("{}[{i}]", k("id")),
+                    "must point inside the booking, e.g. \"/id\"",
+                );
+            }
+            self.pointer(&k("id"), p);
+        }
+        if let Some(p) = &rs.status {
+            self.pointer(&k("status"), p);
+        }
+        let cancelled_values = rs
+            .cancelled_values
+            .unwrap_or_else(|| vec!["cancelled".into(), "canceled".into()]);
+        for p in rs.ignore_fields.iter() {
+            self.pointer(&k("ignore_fields"), p);
+        }
+        for p in rs.only_fields.iter() {
+            self.pointer(&k("only_fields"), p);
+        }
+        if !rs.ignore_fields.is_empty() && !rs.only_fields.is_empty() {
+            self.bad(
+                k("only_fields"),
+                "give either `ignore_fields` or `only_fields`, not both",
+            );
+        }
+
+        let first_poll = match rs.first_poll.as_deref() {
+            None | Some("baseline") => FirstPoll::Baseline,
+            Some("emit_new") => FirstPoll::EmitNew,
+            Some(o) => {
+                self.bad(
+                    k("first_poll"),
+                    format!("`{o}` is not valid; use \"baseline\" or \"emit_new\""),
+                );
+                FirstPoll::Baseline
+            }
+        };
+        let on_disappear = match rs.on_disappear.as_deref() {
+            None | Some("ignore") => OnDisappear::Ignore,
+            Some("cancel") => OnDisappear::Cancel,
+            Some(o) => {
+                self.bad(
+                    k("on_disappear"),
+                    format!("`{o}` is not valid; use \"ignore\" or \"cancel\""),
+                );
+                OnDisappear::Ignore
+            }
+        };
+        let max_disappear_share = rs.max_disappear_share.unwrap_or(0.2);
+        if !(0.0..=1.0).contains(&max_disappear_share) {
+            self.bad(
+                k("max_disappear_share"),
+                format!("{max_disappear_share} is out of range; use a share between 0.0 and 1.0"),
+            );
+        }
+        let timeout = self.positive_duration(
+            &k("timeout"),
+            rs.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let max_response_bytes = rs.max_response_bytes.unwrap_or(16 * 1024 * 1024);
+        if max_response_bytes == 0 {
+            self.bad(k("max_response_bytes"), "must be at least 1");
+        }
+        let max_pages = rs.max_pages.unwrap_or(1000);
+        if max_pages == 0 {
+            self.bad(k("max_pages"), "must be at least 1");
+        }
+        let pagination = match rs.pagination {
+            None => Pagination::None,
+            Some(p) => self.pagination(&k("pagination"), p)?,
+        };
+
+        Some(SourceConfig {
+            name: name.to_string(),
+            url: url?,
+            schedule: schedule?,
+            query: rs.query.into_iter().collect(),
+            headers: rs.headers.into_iter().collect(),
+            auth,
+            items,
+            id,
+            status: rs.status,
+            cancelled_values,
+            ignore_fields: rs.ignore_fields,
+            only_fields: rs.only_fields,
+            first_poll,
+            on_disappear,
+            max_disappear_share,
+            timeout,
+            max_response_bytes,
+            max_pages,
+            pagination,
+        })
+    }
+
+    fn source_auth(&mut self, key: &str, a: raw::RawSourceAuth) -> Option<SourceAuth> {
+        let need_secret = |v: &mut Self| -> Option<Secret> {
+            match &a.secret {
+                Some(s) => v.secret(&format!("{key}.secret"), s),
+                None => {
+                    v.bad(format!("{key}.secret"), "is required for this auth type: { file = \"...\" }, { env = \"...\" } or { credential = \"...\" }");
+                    None
+                }
+            }
+        };
+        let need_name = |v: &mut Self| -> Option<String> {
+            match &a.name {
+                Some(n) if !n.is_empty() => Some(n.clone()),
+                _ => {
+                    v.bad(
+                        format!("{key}.name"),
+                        "is required for this auth type (the header or parameter name)",
+                    );
+                    None
+                }
+            }
+        };
+        match a.kind.as_str() {
+            "none" => Some(SourceAuth::None),
+            "header" => {
+                let name = need_name(self);
+                let value = need_secret(self);
+                Some(SourceAuth::Header {
+                    name: name?,
+                    value: value?,
+                })
+            }
+            "query" => {
+                let name = need_name(self);
+                let value = need_secret(self);
+                Some(SourceAuth::Query {
+                    name: name?,
+                    value: value?,
+                })
+            }
+            "basic" => {
+                let username = a.username.clone();
+                if username.is_none() {
+                    self.bad(format!("{key}.username"), "is required for basic auth");
+                }
+                let password = need_secret(self);
+                Some(SourceAuth::Basic {
+                    username: username?,
+                    password: password?,
+                })
+            }
+            "bearer" => Some(SourceAuth::Bearer {
+                token: need_secret(self)?,
+            }),
+            other => {
+                self.bad(
+                    format!("{key}.type"),
+                    format!("`{other}` is not valid; use \"none\", \"header\", \"query\", \"basic\" or \"bearer\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn pagination(&mut self, key: &str, p: raw::RawPagination) -> Option<Pagination> {
+        match p.style.as_str() {
+            "none" => Some(Pagination::None),
+            "page" => {
+                let size = match (p.size_param, p.size) {
+                    (Some(n), Some(s)) if s > 0 => Some((n, s)),
+                    (None, None) => None,
+                    _ => {
+                        self.bad(
+                            format!("{key}.size"),
+                            "give both `size_param` and a `size` of at least 1, or neither",
+                        );
+                        None
+                    }
+                };
+                let stop = match (p.has_more, p.total_pages) {
+                    (Some(_), Some(_)) => {
+                        self.bad(
+                            format!("{key}.has_more"),
+                            "give either `has_more` or `total_pages`, not both",
+                        );
+                        PageStop::EmptyPage
+                    }
+                    (Some(h), None) => {
+                        self.pointer(&format!("{key}.has_more"), &h);
+                        PageStop::HasMore(h)
+                    }
+                    (None, Some(t)) => {
+                        self.pointer(&format!("{key}.total_pages"), &t);
+                        PageStop::TotalPages(t)
+                    }
+                    (None, None) => PageStop::EmptyPage,
+                };
+                Some(Pagination::Page {
+                    param: p.param.unwrap_or_else(|| "page".into()),
+                    start: p.start.unwrap_or(1),
+                    size,
+                    stop,
+                })
+            }
+            "next_link" => {
+                let Some(pointer) = p.next else {
+                    self.bad(format!("{key}.next"), "is required for next_link: the JSON Pointer to the next page's URL, e.g. \"/pages/nextPageLink\"");
+                    return None;
+                };
+                self.pointer(&format!("{key}.next"), &pointer);
+                Some(Pagination::NextLink { pointer })
+            }
+            other => {
+                self.bad(
+                    format!("{key}.style"),
+                    format!("`{other}` is not valid; use \"none\", \"page\" or \"next_link\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn endpoint(
+        &mut self,
+        name: &str,
+        re: raw::RawEndpoint,
+        source_names: &BTreeSet<String>,
+        defaults: EndpointDefaults,
+    ) -> Option<EndpointConfig> {
+        let k = |f: &str| format!("endpoints.{name}.{f}");
+        self.name(&format!("endpoints.{name}"), name);
+        let url = self.url(&k("url"), re.url.as_deref());
+        let format = match re.format.as_deref() {
+            Some("v1") => Format::V1,
+            None | Some("v2") => Format::V2,
+            Some(o) => {
+                self.bad(k("format"), format!("`{o}` is not valid; use \"v1\" (Beds24 query-string ping) or \"v2\" (JSON body)"));
+                Format::V2
+            }
+        };
+        let method = match re.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None => match format {
+                Format::V1 => reqwest::Method::GET,
+                Format::V2 => reqwest::Method::POST,
+            },
+            Some("GET") => reqwest::Method::GET,
+            Some("POST") => reqwest::Method::POST,
+            Some("PUT") => reqwest::Method::PUT,
+            Some("PATCH") => reqwest::Method::PATCH,
+            Some(o) => {
+                self.bad(
+                    k("method"),
+                    format!("`{o}` is not valid; use GET, POST, PUT or PATCH"),
+                );
+                reqwest::Method::POST
+            }
+        };
+        let sources: BTreeSet<String> = match re.sources {
+            None => source_names.clone(),
+            Some(list) => {
+                for s in &list {
+                    if !source_names.contains(s) {
+                        self.bad(
+                            k("sources"),
+                            format!(
+                                "`{s}` is not a configured source; configured: {}",
+                                source_names.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                    }
+                }
+                list.into_iter().collect()
+            }
+        };
+        let events: BTreeSet<EventKind> = match re.events {
+            None => EventKind::ALL.into_iter().collect(),
+            Some(list) => {
+                let mut set = BTreeSet::new();
+                for s in &list {
+                    match EventKind::parse(s) {
+                        Some(kind) => {
+                            set.insert(kind);
+                        }
+                        None => self.bad(
+                            k("events"),
+                            format!(
+                                "`{s}` is not an event kind; use \"new\", \"modify\" or \"cancel\""
+                            ),
+                        ),
+                    }
+                }
+                if list.is_empty() {
+                    self.bad(k("events"), "is empty, so the endpoint would receive nothing; list some of \"new\", \"modify\", \"cancel\" or remove the key");
+                }
+                set
+            }
+        };
+        let mut keys = Vec::new();
+        for (i, s) in re.secrets.iter().enumerate() {
+            let key = format!("{}[{i}]", k("secrets"));
+            if let Some(secret) = self.secret(&key, s) {
+                match SigningKey::parse(secret.expose()) {
+                    Ok(sk) => keys.push(sk),
+                    Err(e) => self.bad(key, e.to_string()),
+                }
+            }
+        }
+        let retry = self.retry(
+            &format!("endpoints.{name}"),
+            re.retry_schedule.as_deref(),
+            re.jitter,
+            None,
+            defaults.retry,
+        );
+        let connect_timeout = self.positive_duration(
+            &k("connect_timeout"),
+            re.connect_timeout.as_deref(),
+            defaults.connect,
+        );
+        let timeout =
+            self.positive_duration(&k("timeout"), re.timeout.as_deref(), defaults.timeout);
+        let max_in_flight = re.max_in_flight.unwrap_or(defaults.in_flight);
+        if max_in_flight == 0 {
+            self.bad(k("max_in_flight"), "must be at least 1");
+        }
+        let mut headers = Vec::new();
+        for (h, v) in re.headers {
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(&v).is_err()
+            {
+                self.bad(
+                    format!("{}.{h}", k("headers")),
+                    "is not a valid HTTP header name and value",
+                );
+            } else {
+                headers.push((h, v));
+            }
+        }
+        Some(EndpointConfig {
+            name: name.to_string(),
+            url: url?,
+            format,
+            method,
+            sources,
+            events,
+            keys,
+            headers,
+            retry,
+            connect_timeout,
+            timeout,
+            max_in_flight: max_in_flight.max(1),
+            enabled: re.enabled.unwrap_or(true),
+        })
+    }
+}
+
+struct EndpointDefaults {
+    retry: RetryPolicy,
+    connect: Duration,
+    timeout: Duration,
+    in_flight: u32,
+}
+
+/// The default retry schedule as written in the docs.
+pub fn default_retry_schedule() -> Vec<Duration> {
+    DEFAULT_RETRY
+        .iter()
+        .filter_map(|s| humantime::parse_duration(s).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match Config::from_toml_str(text, "test.toml") {
+            Ok(_) => panic!("expected an error"),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    const MINIMAL: &str = r#"
+        [sources.hotel]
+        url = "http://127.0.0.1:1/bookings"
+        every = "30s"
+        [endpoints.crm]
+        url = "http://127.0.0.1:2/hook"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml_str(MINIMAL, "t.toml").unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.id, vec!["/id"]);
+        assert_eq!(s.first_poll, FirstPoll::Baseline);
+        assert_eq!(s.on_disappear, OnDisappear::Ignore);
+        assert_eq!(s.pagination, Pagination::None);
+        let e = &c.endpoints[0];
+        assert_eq!(e.format, Format::V2);
+        assert_eq!(e.method, reqwest::Method::POST);
+        assert_eq!(e.retry.schedule, default_retry_schedule());
+        assert_eq!(e.retry.schedule.len(), 8);
+        assert!(e.sources.contains("hotel"));
+        assert_eq!(e.timeout, Duration::from_secs(15));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9477".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let p = problems(&format!(
+            "{MINIMAL}\n[sources.hotel.pagination]\nstyle = \"page\"\nbogus = 1\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sources.hotel.pagination.bogus");
+        assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let p = problems(&MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nmax_in_flight = \"ten\"",
+        ));
+        assert_eq!(p[0].key, "endpoints.crm.max_in_flight");
+    }
+
+    #[test]
+    fn all_value_problems_are_reported_at_once() {
+        let text = r#"
+            [sources.hotel]
+            url = "ftp://x"
+            every = "3 parsecs"
+            items = "data"
+            on_disappear = "explode"
+            [endpoints.crm]
+            url = "http://127.0.0.1/"
+            format = "v3"
+            sources = ["nope"]
+            events = ["created"]
+            retry_schedule = ["1s", "soon"]
+            jitter = 2.0
+        "#;
+        let p = problems(text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "sources.hotel.url",
+            "sources.hotel.every",
+            "sources.hotel.items",
+            "sources.hotel.on_disappear",
+            "endpoints.crm.format",
+            "endpoints.crm.sources",
+            "endpoints.crm.events",
+            "endpoints.crm.retry_schedule[1]",
+            "endpoints.crm.jitter",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {keys:?}");
+        }
+        assert!(p.iter().all(|p| !p.message.is_empty()));
+    }
+
+    #[test]
+    fn bad_cron_names_the_key() {
+        let p = problems(&MINIMAL.replace("every = \"30s\"", "cron = \"61 * * * *\""));
+        assert_eq!(p[0].key, "sources.hotel.cron");
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "cron = \"0 9 * * *\"\ntimezone = \"Mars/Olympus\"",
+        ));
+        assert_eq!(p[0].key, "sources.hotel.timezone");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            &format!(
+                "[endpoints.crm]\nsecrets = [{{ file = {:?} }}]",
+                path.display().to_string()
+            ),
+        );
+        let c = Config::from_toml_str(&text, "t.toml").unwrap();
+        assert_eq!(c.endpoints[0].keys.len(), 1);
+        assert!(!format!("{c:?}").contains("MfKQ9r8"));
+
+        let missing = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nsecrets = [{ file = \"/nonexistent/pollhook-secret\" }]",
+        );
+        let p = problems(&missing);
+        assert_eq!(p[0].key, "endpoints.crm.secrets[0]");
+        assert!(p[0].message.contains("/nonexistent/pollhook-secret"));
+
+        let two = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nsecrets = [{ file = \"/a\", env = \"B\" }]",
+        );
+        assert!(problems(&two)[0].message.contains("exactly one"));
+    }
+
+    #[test]
+    fn bad_secret_contents_do_not_leak() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "hunter2-not-base64!").unwrap();
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            &format!(
+                "[endpoints.crm]\nsecrets = [{{ file = {:?} }}]",
+                path.display().to_string()
+            ),
+        );
+        let p = problems(&text);
+        assert!(p.iter().all(|p| !p.message.contains("hunter2")), "{p:?}");
+    }
+
+    #[test]
+    fn missing_file_is_reported_with_its_path() {
+        let e = Config::load(Path::new("/nonexistent/pollhook.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pollhook.toml"), "{e}");
+    }
+
+    #[test]
+    fn no_sources_is_an_error() {
+        let p = problems("[admin]\nlisten = \"off\"\n");
+        assert_eq!(p[0].key, "sources");
+    }
+
+    #[test]
+    fn names_must_be_env_friendly() {
+        let p = problems(
+            &MINIMAL
+                .replace("[sources.hotel]", "[sources.Hotel]")
+                .replace(
+                    "[endpoints.crm]\n",
+                    "[endpoints.crm]\nsources = [\"Hotel\"]\n",
+                ),
+        );
+        assert_eq!(p[0].key, "sources.Hotel");
+    }
+}

@@ -1,0 +1,650 @@
+//! Delivery: renders an event for an endpoint (v1 query-string ping or v2 JSON envelope), signs
+//! it (Standard Webhooks), sends it, and records outcomes in batches (group commit).
+//!
+//! Rendering is pure ([`render`]); the retry decision is [`crate::outbox::decide`]. The worker
+//! keeps a set of in-flight deliveries so a lane head is never sent twice at once, sends
+//! concurrently (bounded per endpoint), and commits whatever outcomes have arrived in one redb
+//! transaction, so the fsync cost is shared by many deliveries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::{EndpointConfig, Format};
+use crate::outbox::{
+    Attempt, AttemptResult, Decision, Delivery, DeliveryState, Event, HISTORY_LIMIT, decide,
+};
+use crate::signing;
+use crate::store::{DueItem, Store, StoreError};
+
+/// How much of a receiver's response body is kept with the attempt.
+pub const RESPONSE_BODY_CAP: usize = 1024;
+
+/// Most deliveries in flight at once across all endpoints (bounds memory).
+pub const MAX_IN_FLIGHT_TOTAL: usize = 1024;
+
+/// Most outcomes committed in one transaction.
+const COMMIT_BATCH: usize = 512;
+
+/// A request ready to send (everything except the per-attempt timestamp and signature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// Final URL.
+    pub url: Url,
+    /// Body bytes (empty for v1).
+    pub body: Vec<u8>,
+    /// Content type, when there is a body.
+    pub content_type: Option<&'static str>,
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    match Utc.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        _ => String::new(),
+    }
+}
+
+/// The v2 envelope (documented in README and `docs/envelope.schema.json`).
+pub fn v2_envelope(event: &Event) -> Value {
+    let mut v = json!({
+        "id": event.id,
+        "type": event.kind.event_type(),
+        "status": event.kind.status_word(),
+        "detected_at": rfc3339(event.detected_ms),
+        "source": event.source,
+        "booking_id": event.booking_id,
+        "sequence": event.seq,
+        "booking": event.booking,
+    });
+    if !event.changes.is_empty() {
+        v["changes"] = serde_json::to_value(&event.changes).unwrap_or(Value::Null);
+    }
+    v
+}
+
+/// Renders an event for an endpoint. v1 appends `bookid` and `status` to the URL's existing
+/// query string (percent-encoded by `url`); v2 serialises the envelope.
+pub fn render(ep: &EndpointConfig, event: &Event) -> Rendered {
+    match ep.format {
+        Format::V1 => {
+            let mut url = ep.url.clone();
+            url.query_pairs_mut()
+                .append_pair("bookid", &event.booking_id)
+                .append_pair("status", event.kind.status_word());
+            Rendered {
+                method: ep.method.clone(),
+                url,
+                body: Vec::new(),
+                content_type: None,
+            }
+        }
+        Format::V2 => Rendered {
+            method: ep.method.clone(),
+            url: ep.url.clone(),
+            body: serde_json::to_vec(&v2_envelope(event)).unwrap_or_default(),
+            content_type: Some("application/json"),
+        },
+    }
+}
+
+/// Parses `Retry-After` (delta seconds or an HTTP date) relative to `now`.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (at.with_timezone(&Utc) - now)
+        .to_std()
+        .ok()
+        .or(Some(Duration::ZERO))
+}
+
+/// Applies an attempt to a delivery row (pure): counts it, keeps the latest history, and moves
+/// the row to delivered, a later retry, or dead.
+pub fn settle(
+    mut d: Delivery,
+    ep: &EndpointConfig,
+    attempt: Attempt,
+    result: AttemptResult,
+    now_ms: i64,
+    unit: f64,
+) -> Delivery {
+    d.attempts += 1;
+    d.history.push(attempt);
+    if d.history.len() > HISTORY_LIMIT {
+        let extra = d.history.len() - HISTORY_LIMIT;
+        d.history.drain(..extra);
+    }
+    match decide(&ep.retry, d.attempts, result, now_ms, unit) {
+        Decision::Delivered => d.state = DeliveryState::Delivered,
+        Decision::RetryAt(t) => d.next_ms = t,
+        Decision::Dead => d.state = DeliveryState::Dead,
+    }
+    d
+}
+
+/// Something worth telling a watcher (the demo, the logs).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A change was detected and queued.
+    Detected(Arc<Event>),
+    /// An attempt finished.
+    Attempted {
+        /// Endpoint name.
+        endpoint: String,
+        /// The event.
+        event: Arc<Event>,
+        /// The row after the attempt.
+        delivery: Delivery,
+    },
+}
+
+struct EndpointRuntime {
+    cfg: EndpointConfig,
+    http: reqwest::Client,
+    permits: Arc<Semaphore>,
+}
+
+/// Counts from one delivery round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Attempts made.
+    pub attempted: usize,
+    /// Of which delivered.
+    pub delivered: usize,
+    /// Of which scheduled for retry.
+    pub retrying: usize,
+    /// Of which dead-lettered.
+    pub dead: usize,
+}
+
+impl RoundReport {
+    fn count(&mut self, d: &Delivery) {
+        self.attempted += 1;
+        match d.state {
+            DeliveryState::Delivered => self.delivered += 1,
+            DeliveryState::Dead => self.dead += 1,
+            DeliveryState::Pending => self.retrying += 1,
+        }
+    }
+}
+
+/// Sends due deliveries and records their outcomes.
+pub struct Dispatcher {
+    store: Store,
+    endpoints: HashMap<String, Arc<EndpointRuntime>>,
+    in_flight: Mutex<HashSet<(String, u64)>>,
+    notices: broadcast::Sender<Notice>,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Dispatcher {
+    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed).
+    pub fn new(
+        store: Store,
+        endpoints: &[EndpointConfig],
+        notices: broadcast::Sender<Notice>,
+    ) -> Result<Dispatcher, String> {
+        let mut map = HashMap::new();
+        for ep in endpoints {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(ep.connect_timeout)
+                .timeout(ep.timeout)
+                .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("endpoints.{}: cannot build HTTP client: {e}", ep.name))?;
+            map.insert(
+                ep.name.clone(),
+                Arc::new(EndpointRuntime {
+                    cfg: ep.clone(),
+                    http,
+                    permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
+                }),
+            );
+        }
+        Ok(Dispatcher {
+            store,
+            endpoints: map,
+            in_flight: Mutex::new(HashSet::new()),
+            notices,
+        })
+    }
+
+    fn skip_fn(&self) -> impl Fn(&str, u64) -> bool + Send + 'static {
+        let busy = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let active: HashSet<String> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.cfg.enabled)
+            .map(|(n, _)| n.clone())
+            .collect();
+        move |ep: &str, seq: u64| !active.contains(ep) || busy.contains(&(ep.to_string(), seq))
+    }
+
+    async fn fetch_due(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<crate::store::DueBatch, StoreError> {
+        let skip = self.skip_fn();
+        self.store.run(move |s| s.due(now, limit, &skip)).await
+    }
+
+    /// One round at `now_ms`: every due lane head is attempted once (concurrently, bounded per
+    /// endpoint) and all outcomes are committed in one transaction. For `once`, tests and admin.
+    pub async fn deliver_due(&self, now_ms: i64) -> Result<RoundReport, StoreError> {
+        let batch = self.fetch_due(now_ms, MAX_IN_FLIGHT_TOTAL).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in batch.items {
+            let Some(ep) = self.endpoints.get(&item.delivery.endpoint).cloned() else {
+                continue;
+            };
+            tasks.spawn(async move {
+                let _permit = ep.permits.clone().acquire_owned().await;
+                attempt(&ep, item, now_ms).await
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(res) = tasks.join_next().await {
+            if let Ok(o) = res {
+                outcomes.push(o);
+            }
+        }
+        self.commit(outcomes, now_ms).await
+    }
+
+    async fn commit(
+        &self,
+        outcomes: Vec<(Delivery, i64, Arc<Event>)>,
+        now_ms: i64,
+    ) -> Result<RoundReport, StoreError> {
+        let rows: Vec<(Delivery, i64)> = outcomes.iter().map(|(d, p, _)| (d.clone(), *p)).collect();
+        self.store.run(move |s| s.record(&rows, now_ms)).await?;
+        let mut report = RoundReport::default();
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for (d, _, event) in outcomes {
+            in_flight.remove(&(d.endpoint.clone(), d.seq));
+            report.count(&d);
+            log_outcome(&d, &event);
+            let _ = self.notices.send(Notice::Attempted {
+                endpoint: d.endpoint.clone(),
+                event,
+                delivery: d,
+            });
+        }
+        Ok(report)
+    }
+
+    /// The daemon's delivery loop: keep up to [`MAX_IN_FLIGHT_TOTAL`] attempts running, commit
+    /// outcomes in batches as they arrive, sleep until the next due time or a `wake`. On cancel,
+    /// waits up to `grace` for attempts in flight and records them; anything still unfinished
+    /// stays due in the store and is sent again (same event id) after a restart.
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        wake: Arc<Notify>,
+        grace: Duration,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<(Delivery, i64, Arc<Event>)>(MAX_IN_FLIGHT_TOTAL);
+        let mut running = 0usize;
+        let mut next_due: Option<i64> = None;
+        loop {
+            let now = now_ms();
+            let free = MAX_IN_FLIGHT_TOTAL.saturating_sub(running);
+            if free > 0 {
+                match self.fetch_due(now, free).await {
+                    Ok(batch) => {
+                        next_due = batch.next_due_ms;
+                        for item in batch.items {
+                            let Some(ep) = self.endpoints.get(&item.delivery.endpoint).cloned()
+                            else {
+                                continue;
+                            };
+                            self.in_flight
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert((item.delivery.endpoint.clone(), item.delivery.seq));
+                            running += 1;
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                let _permit = ep.permits.clone().acquire_owned().await;
+                                let out = attempt(&ep, item, now_ms()).await;
+                                let _ = tx.send(out).await;
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read due deliveries; retrying in 1s");
+                        next_due = Some(now + 1000);
+                    }
+                }
+            }
+            let sleep_for = next_due
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(first) = rx.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < COMMIT_BATCH {
+                        match rx.try_recv() {
+                            Ok(o) => batch.push(o),
+                            Err(_) => break,
+                        }
+                    }
+                    running -= batch.len();
+                    if let Err(e) = self.commit_or_forget(batch).await {
+                        tracing::error!(error = %e, "cannot record delivery outcomes; they will be retried");
+                    }
+                }
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+        // Shutdown: record what finishes within the grace period.
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut batch = Vec::new();
+        while running > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(o)) => {
+                    running -= 1;
+                    batch.push(o);
+                }
+                _ => break,
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = self.commit_or_forget(batch).await
+        {
+            tracing::error!(error = %e, "cannot record final delivery outcomes; they will be sent again");
+        }
+        if running > 0 {
+            tracing::warn!(
+                running,
+                "abandoned deliveries still in flight at shutdown; they stay queued and are sent again on restart"
+            );
+        }
+    }
+
+    async fn commit_or_forget(
+        &self,
+        batch: Vec<(Delivery, i64, Arc<Event>)>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<(String, u64)> = batch
+            .iter()
+            .map(|(d, _, _)| (d.endpoint.clone(), d.seq))
+            .collect();
+        let res = self.commit(batch, now_ms()).await.map(|_| ());
+        if res.is_err() {
+            // Not recorded: release them so they are attempted again (same event id).
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for k in keys {
+                in_flight.remove(&k);
+            }
+        }
+        res
+    }
+}
+
+fn log_outcome(d: &Delivery, event: &Event) {
+    let last = d.history.last();
+    let status = last.and_then(|a| a.status);
+    let error = last.and_then(|a| a.error.as_deref()).unwrap_or("");
+    match d.state {
+        DeliveryState::Delivered => tracing::info!(
+            endpoint = %d.endpoint, event = %event.id, kind = event.kind.status_word(),
+            booking = %event.booking_id, status, attempts = d.attempts, "delivered"
+        ),
+        DeliveryState::Pending => tracing::warn!(
+            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            attempts = d.attempts, next = %rfc3339(d.next_ms), "delivery failed; will retry"
+        ),
+        DeliveryState::Dead => tracing::error!(
+            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            attempts = d.attempts, "delivery dead-lettered after its last attempt"
+        ),
+    }
+}
+
+/// Makes one attempt and returns the updated row, the due time it was fetched under, and the event.
+async fn attempt(
+    ep: &EndpointRuntime,
+    item: DueItem,
+    now_ms_at_fetch: i64,
+) -> (Delivery, i64, Arc<Event>) {
+    let DueItem { delivery, event } = item;
+    let prev_next = delivery.next_ms;
+    let rendered = render(&ep.cfg, &event);
+    let started = Instant::now();
+    let at_ms = now_ms();
+    let ts = at_ms / 1000;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &ep.cfg.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put("webhook-id", &event.id);
+    put("webhook-timestamp", &ts.to_string());
+    if !ep.cfg.keys.is_empty() {
+        put(
+            "webhook-signature",
+            &signing::sign(&ep.cfg.keys, &event.id, ts, &rendered.body),
+        );
+    }
+    if let Some(ct) = rendered.content_type {
+        put("content-type", ct);
+    }
+    let result = ep
+        .http
+        .request(rendered.method, rendered.url)
+        .headers(headers)
+        .body(rendered.body)
+        .send()
+        .await;
+    let (attempt_result, status, error, body) = match result {
+        Ok(mut resp) => {
+            let code = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
+            let mut body = Vec::new();
+            while body.len() < RESPONSE_BODY_CAP {
+                match resp.chunk().await {
+                    Ok(Some(c)) => {
+                        body.extend_from_slice(&c[..c.len().min(RESPONSE_BODY_CAP - body.len())])
+                    }
+                    _ => break,
+                }
+            }
+            (
+                AttemptResult::Status { code, retry_after },
+                Some(code),
+                None,
+                crate::source::snippet(&body, RESPONSE_BODY_CAP),
+            )
+        }
+        Err(e) => (
+            AttemptResult::Transport,
+            None,
+            Some(crate::source::describe_reqwest(e)),
+            String::new(),
+        ),
+    };
+    let attempt = Attempt {
+        at_ms,
+        status,
+        error,
+        latency_ms: started.elapsed().as_millis() as u64,
+        body,
+    };
+    // Retry times are measured from when the attempt ended (or the round's clock in tests).
+    let settle_now = now_ms().max(now_ms_at_fetch);
+    let row = settle(
+        delivery,
+        &ep.cfg,
+        attempt,
+        attempt_result,
+        settle_now,
+        rand::random::<f64>(),
+    );
+    (row, prev_next, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::outbox::{EventKind, FieldChange};
+
+    fn endpoint(extra: &str) -> EndpointConfig {
+        let text = format!(
+            "[sources.s]\nurl = \"http://127.0.0.1:1/\"\nevery = \"1m\"\n[endpoints.e]\n{extra}\n"
+        );
+        Config::from_toml_str(&text, "t.toml")
+            .unwrap()
+            .endpoints
+            .remove(0)
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: "evt_1".into(),
+            seq: 9,
+            kind: EventKind::Modify,
+            source: "s".into(),
+            booking_id: id.into(),
+            detected_ms: 1_700_000_000_123,
+            booking: json!({"id": id, "guest": "Zoë & \"Bob\""}),
+            changes: vec![FieldChange {
+                path: "/guest".into(),
+                old: json!("Zoë"),
+                new: json!("Zoë & \"Bob\""),
+            }],
+        }
+    }
+
+    #[test]
+    fn v1_appends_to_the_existing_query_and_encodes_values() {
+        let ep = endpoint("url = \"https://crm.test/hook?key=abc\"\nformat = \"v1\"");
+        let r = render(&ep, &event("12&status=cancel#x"));
+        assert_eq!(r.method, reqwest::Method::GET);
+        assert_eq!(
+            r.url.as_str(),
+            "https://crm.test/hook?key=abc&bookid=12%26status%3Dcancel%23x&status=modify"
+        );
+        let pairs: Vec<(String, String)> = r.url.query_pairs().into_owned().collect();
+        assert_eq!(pairs.len(), 3, "an id can never add a parameter");
+        assert!(r.body.is_empty());
+        let plain = endpoint("url = \"https://crm.test/hook\"\nformat = \"v1\"");
+        assert_eq!(
+            render(&plain, &event("7")).url.as_str(),
+            "https://crm.test/hook?bookid=7&status=modify"
+        );
+    }
+
+    #[test]
+    fn v2_envelope_carries_everything() {
+        let ep = endpoint("url = \"https://crm.test/hook\"");
+        let r = render(&ep, &event("7"));
+        assert_eq!(r.method, reqwest::Method::POST);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["type"], "booking.modified");
+        assert_eq!(v["status"], "modify");
+        assert_eq!(v["detected_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["booking_id"], "7");
+        assert_eq!(v["sequence"], 9);
+        assert_eq!(v["booking"]["guest"], "Zoë & \"Bob\"");
+        assert_eq!(v["changes"][0]["path"], "/guest");
+        assert_eq!(v["changes"][0]["old"], "Zoë");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn settle_counts_attempts_and_bounds_history() {
+        let ep = endpoint("url = \"https://crm.test/hook\"\nretry_schedule = [\"0s\", \"1s\"]");
+        let mut d = Delivery::new("e", &event("1"));
+        let a = Attempt {
+            at_ms: 0,
+            status: Some(500),
+            error: None,
+            latency_ms: 1,
+            body: String::new(),
+        };
+        let fail = AttemptResult::Status {
+            code: 500,
+            retry_after: None,
+        };
+        d = settle(d, &ep, a.clone(), fail, 1000, 0.5);
+        assert_eq!(
+            (d.state, d.attempts, d.next_ms),
+            (DeliveryState::Pending, 1, 2000)
+        );
+        d = settle(d, &ep, a.clone(), fail, 2000, 0.5);
+        assert_eq!((d.state, d.attempts), (DeliveryState::Dead, 2));
+        let mut d = Delivery::new("e", &event("1"));
+        for _ in 0..(HISTORY_LIMIT + 5) {
+            d.history.push(a.clone());
+        }
+        d = settle(
+            d,
+            &ep,
+            a,
+            AttemptResult::Status {
+                code: 200,
+                retry_after: None,
+            },
+            0,
+            0.5,
+        );
+        assert_eq!(d.history.len(), HISTORY_LIMIT);
+        assert_eq!(d.state, DeliveryState::Delivered);
+    }
+}
