@@ -1,0 +1,278 @@
+//! The real binary: `check` on good and broken configs, and a kill -9 of `run` mid-delivery.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn pollhook() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pollhook"))
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let out = pollhook()
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        ])
+        .env("HOTEL_API_TOKEN", "t0ken")
+        .env("CRM_WEBHOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_names_every_broken_key_and_what_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "bad.toml",
+        r#"
+[sources.hotel]
+url = "http://127.0.0.1:1/b"
+cron = "0 9 * * 8"
+[endpoints.crm]
+url = "http://127.0.0.1:1/h"
+format = "v9"
+timeout = "soon"
+"#,
+    );
+    let out = pollhook()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(err.contains("sources.hotel.cron"), "{err}");
+    assert!(err.contains("endpoints.crm.format"), "{err}");
+    assert!(err.contains("\"v1\""), "{err}");
+    assert!(err.contains("endpoints.crm.timeout"), "{err}");
+    assert!(err.contains("\"30s\""), "{err}");
+}
+
+#[test]
+fn check_reports_unknown_keys_syntax_errors_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = write(
+        &dir,
+        "u.toml",
+        "[sources.hotel]\nurl = \"http://x/\"\nevery = \"1m\"\nintervall = 3\n",
+    );
+    let out = pollhook()
+        .args(["check", "--config"])
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("sources.hotel.intervall"), "{err}");
+    assert!(err.contains("unknown field"), "{err}");
+
+    let syntax = write(&dir, "s.toml", "[sources.hotel\nurl = 1\n");
+    let out = pollhook()
+        .args(["check", "--config"])
+        .arg(&syntax)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("line 1"), "{err}");
+
+    let out = pollhook()
+        .args(["check", "--config", "/nonexistent/p.toml"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/p.toml"));
+}
+
+#[test]
+fn environment_overrides_are_validated_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "c.toml",
+        "[sources.hotel]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\n",
+    );
+    let ok = pollhook()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let out = pollhook()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("POLLHOOK_SOURCES__HOTEL__EVERY", "0s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("sources.hotel.every"), "{err}");
+}
+
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(config: &std::path::Path, log: &std::path::Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = pollhook()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+
+    fn kill9(&mut self) {
+        // Child::kill sends SIGKILL on Unix: no chance to clean up.
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_delivery_loses_nothing_and_detects_nothing_twice() {
+    let opts = Options {
+        initial_bookings: 4,
+        page_size: 2,
+        ..Options::default()
+    };
+    let t = spawn_app(opts).await;
+    let TestApp {
+        app,
+        sim,
+        receiver,
+        dir,
+        toml,
+    } = t;
+    drop(app); // the daemon process owns the state file
+    let toml = toml.replace("every = \"1h\"", "every = \"1s\"");
+    let config = write(&dir, "pollhook.toml", &toml);
+    let log = dir.path().join("daemon.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let mut daemon = Daemon::start(&config, &log);
+    // Two full polls (2 pages each) means the baseline is committed.
+    wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 6).await;
+
+    let existing: Vec<u64> = sim
+        .bookings()
+        .iter()
+        .map(|b| b["id"].as_u64().unwrap())
+        .collect();
+    // Slow receiver: the deliveries are still in flight when the process dies.
+    receiver.delay_next(3, Duration::from_secs(2));
+    let fresh = sim.create_booking();
+    sim.modify_booking(existing[0]);
+    sim.cancel_booking(existing[1]);
+    wait_until("detection", Duration::from_secs(20), || {
+        show_log().matches("change detected").count() >= 3
+    })
+    .await;
+    daemon.kill9();
+    assert!(
+        receiver.accepted().is_empty(),
+        "killed before any delivery was acknowledged"
+    );
+
+    // A change while the daemon is down.
+    sim.modify_booking(fresh);
+
+    let _daemon = Daemon::start(&config, &log);
+    let distinct = |rx: &pollhook::demo::receiver::Receiver| {
+        let mut ids: Vec<String> = rx
+            .accepted()
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    let wait_for = |n: usize| {
+        let receiver = receiver.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while distinct(&receiver) < n {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    // new of `fresh`, modify of existing[0], cancel of existing[1], then the modify made while down.
+    assert!(
+        wait_for(4).await,
+        "only {} of 4 events arrived\n{}",
+        distinct(&receiver),
+        show_log()
+    );
+    sim.cancel_booking(fresh);
+    assert!(
+        wait_for(5).await,
+        "only {} of 5 events arrived\n{}",
+        distinct(&receiver),
+        show_log()
+    );
+    // A few more poll cycles: nothing further is invented.
+    let polls = sim.requests();
+    wait_until("three more polls", Duration::from_secs(20), || {
+        sim.requests() >= polls + 9
+    })
+    .await;
+    assert_eq!(distinct(&receiver), 5, "{}", show_log());
+
+    // First arrival of each event id, in order.
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::new();
+    for r in receiver.accepted() {
+        assert_eq!(r.signature_valid, Some(true));
+        if seen.insert(r.header("webhook-id").unwrap().to_string()) {
+            firsts.push(r.json().unwrap());
+        }
+    }
+    let statuses_of = |id: u64| -> Vec<String> {
+        firsts
+            .iter()
+            .filter(|j| j["booking_id"] == id.to_string())
+            .map(|j| j["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        statuses_of(fresh),
+        ["new", "modify", "cancel"],
+        "{}",
+        show_log()
+    );
+    assert_eq!(statuses_of(existing[0]), ["modify"]);
+    assert_eq!(statuses_of(existing[1]), ["cancel"]);
+}

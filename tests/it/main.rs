@@ -1,0 +1,11 @@
+//! Integration tests: the real pipeline over real loopback HTTP (the built-in simulator as the
+//! legacy API, the recording receiver as the webhook target) and a real redb file in a temp dir.
+//! One test binary, several modules, to keep build time down on small machines.
+
+mod helpers;
+
+mod binary;
+mod delivery_failures;
+mod pipeline;
+mod poll_failures;
+mod restart;

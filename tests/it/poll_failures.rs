@@ -1,0 +1,115 @@
+//! A poll is all pages or nothing: broken pages, errors and malformed records commit nothing,
+//! and the next good poll sees each change exactly once.
+
+use crate::helpers::*;
+
+async fn baseline_with_pages() -> TestApp {
+    let t = spawn_app(Options {
+        initial_bookings: 5,
+        page_size: 2,
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    t
+}
+
+async fn assert_nothing_committed_then_recovers(t: &TestApp, id: u64, before: &serde_json::Value) {
+    // Nothing stored changed, nothing was queued.
+    let stored = t
+        .app
+        .store()
+        .booking("hotel", &id.to_string())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&stored.doc, before);
+    assert!(t.app.store().events().unwrap().is_empty());
+    assert_eq!(
+        t.app.store().source_state("hotel").unwrap().unwrap().polls,
+        1
+    );
+    // The next good poll detects the change exactly once.
+    assert_eq!(t.poll().await, 1);
+    assert_eq!(t.poll().await, 0);
+}
+
+fn doc_of(t: &TestApp, id: u64) -> serde_json::Value {
+    t.app
+        .store()
+        .booking("hotel", &id.to_string())
+        .unwrap()
+        .unwrap()
+        .doc
+}
+
+#[tokio::test]
+async fn a_malformed_page_commits_nothing() {
+    let t = baseline_with_pages().await;
+    let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    let before = doc_of(&t, id);
+    t.sim.modify_booking(id);
+    t.sim.corrupt_page(2);
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("page 2"), "{e}");
+    assert!(e.to_string().contains("not valid JSON"), "{e}");
+    assert_nothing_committed_then_recovers(&t, id, &before).await;
+}
+
+#[tokio::test]
+async fn a_record_without_id_commits_nothing() {
+    let t = baseline_with_pages().await;
+    let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    let before = doc_of(&t, id);
+    t.sim.modify_booking(id);
+    t.sim.drop_id_on_page(3);
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("has no id"), "{e}");
+    assert_nothing_committed_then_recovers(&t, id, &before).await;
+}
+
+#[tokio::test]
+async fn an_error_status_on_a_later_page_commits_nothing() {
+    let t = baseline_with_pages().await;
+    let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    let before = doc_of(&t, id);
+    t.sim.modify_booking(id);
+    t.sim.fail_next(1, 500);
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("HTTP 500"), "{e}");
+    assert_nothing_committed_then_recovers(&t, id, &before).await;
+}
+
+#[tokio::test]
+async fn an_oversized_response_is_an_error_not_an_oom() {
+    let t = spawn_app(Options {
+        source_extra: "max_response_bytes = 200".into(),
+        ..Options::default()
+    })
+    .await;
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("max_response_bytes"), "{e}");
+    assert!(t.app.store().source_state("hotel").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_source_commits_nothing() {
+    let t = spawn_app(Options::default()).await;
+    t.sim.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("failed"), "{e}");
+    assert!(t.app.store().source_state("hotel").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn max_pages_is_a_safety_valve() {
+    let t = spawn_app(Options {
+        initial_bookings: 5,
+        page_size: 1,
+        source_extra: "max_pages = 3".into(),
+        ..Options::default()
+    })
+    .await;
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("max_pages"), "{e}");
+}
