@@ -263,7 +263,7 @@ async fn kill_9_mid_delivery_loses_nothing_and_detects_nothing_twice() {
     let statuses_of = |id: u64| -> Vec<String> {
         firsts
             .iter()
-            .filter(|j| j["booking_id"] == id.to_string())
+            .filter(|j| j["booking_id"].as_str() == Some(id.to_string().as_str()))
             .map(|j| j["status"].as_str().unwrap().to_string())
             .collect()
     };

@@ -118,7 +118,7 @@ async fn one_failing_booking_keeps_its_order_and_does_not_hold_up_others() {
         .accepted()
         .iter()
         .map(|r| r.json().unwrap())
-        .filter(|j| j["booking_id"] == a.to_string())
+        .filter(|j| j["booking_id"].as_str() == Some(a.to_string().as_str()))
         .map(|j| j["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(a_seqs.len(), 2);
