@@ -60,6 +60,12 @@ fn now_ms() -> i64 {
 impl App {
     /// Opens the store and prepares every source and endpoint. Starts nothing.
     pub fn build(config: Config) -> Result<App, AppError> {
+        let store = Self::open_store(&config)?;
+        Self::build_with_store(config, store)
+    }
+
+    /// Opens (creating its directory if needed) the state file named by the configuration.
+    pub fn open_store(config: &Config) -> Result<Store, AppError> {
         if let Some(dir) = config
             .store_path
             .parent()
@@ -73,7 +79,12 @@ impl App {
                 ))
             })?;
         }
-        let store = Store::open(&config.store_path)?;
+        Ok(Store::open(&config.store_path)?)
+    }
+
+    /// Prepares every source and endpoint over an already open store (used on reload, where the
+    /// store stays open while the configuration changes).
+    pub fn build_with_store(config: Config, store: Store) -> Result<App, AppError> {
         let (notices, _) = broadcast::channel(1024);
         let mut sources = Vec::new();
         for s in &config.sources {

@@ -118,6 +118,71 @@ fn shutdown_signal(cancel: CancellationToken) {
     });
 }
 
+/// Runs the daemon until `stop`. On SIGHUP the file is read and validated again: an invalid
+/// config is rejected (logged, old one kept); a valid one replaces the running pipeline, with
+/// the state store kept open (a changed `store.path` needs a restart).
+async fn run_with_reload(
+    path: &std::path::Path,
+    mut cfg: Config,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let store =
+        App::open_store(&cfg).with_context(|| format!("starting with {}", path.display()))?;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    loop {
+        let app = App::build_with_store(cfg.clone(), store.clone())
+            .with_context(|| format!("starting with {}", path.display()))?;
+        let round = stop.child_token();
+        let mut runner = {
+            let app = app.clone();
+            let round = round.clone();
+            tokio::spawn(async move { app.run(round).await })
+        };
+        let next = loop {
+            #[cfg(unix)]
+            let hangup = hup.recv();
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            tokio::select! {
+                res = &mut runner => {
+                    return match res {
+                        Ok(r) => r.map_err(Into::into),
+                        Err(e) => Err(anyhow::anyhow!("daemon task failed: {e}")),
+                    };
+                }
+                _ = hangup => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+                    match Config::load(path) {
+                        Ok(new) if new.store_path != cfg.store_path => {
+                            tracing::error!("reload rejected: store.path changed; that needs a restart. Keeping the running configuration");
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                        }
+                        Ok(new) => break new,
+                        Err(e) => {
+                            tracing::error!("reload rejected, keeping the running configuration: {e}");
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                        }
+                    }
+                }
+            }
+        };
+        round.cancel();
+        match runner.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "pipeline stopped with an error during reload")
+            }
+            Err(e) => tracing::error!(error = %e, "pipeline task failed during reload"),
+        }
+        drop(app);
+        cfg = next;
+        tracing::info!("configuration reloaded");
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
@@ -159,11 +224,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let cfg = load(&config)?;
             init_logging(&cfg.log);
-            let app =
-                App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
-            let cancel = CancellationToken::new();
-            shutdown_signal(cancel.clone());
-            app.run(cancel).await?;
+            let stop = CancellationToken::new();
+            shutdown_signal(stop.clone());
+            run_with_reload(&config, cfg, stop).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config } => {

@@ -194,7 +194,10 @@ secrets = [{{ file = {secret:?} }}]
                     let status = last.and_then(|a| a.status).map(|s| s.to_string())
                         .or_else(|| last.and_then(|a| a.error.clone()))
                         .unwrap_or_default();
-                    let ms = last.map(|a| a.latency_ms).unwrap_or(0);
+                    let ms = match last.map(|a| a.latency_ms).unwrap_or(0) {
+                        0 => "<1".to_string(),
+                        n => n.to_string(),
+                    };
                     let what = match delivery.state {
                         DeliveryState::Delivered => { summary.delivered += 1; "delivered".to_string() }
                         DeliveryState::Pending => {

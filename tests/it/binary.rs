@@ -276,3 +276,108 @@ async fn kill_9_mid_delivery_loses_nothing_and_detects_nothing_twice() {
     assert_eq!(statuses_of(existing[0]), ["modify"]);
     assert_eq!(statuses_of(existing[1]), ["cancel"]);
 }
+
+fn hup(d: &Daemon) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &d.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rejects_a_broken_config_and_applies_a_good_one() {
+    let t = spawn_app(Options::default()).await;
+    let TestApp {
+        app,
+        sim,
+        receiver,
+        dir,
+        toml,
+    } = t;
+    drop(app);
+    let toml = toml.replace("every = \"1h\"", "every = \"1s\"");
+    let config = write(&dir, "pollhook.toml", &toml);
+    let log = dir.path().join("daemon.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut daemon = Daemon::start(&config, &log);
+    wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
+
+    // A broken config is refused; the daemon keeps running the old one.
+    write(
+        &dir,
+        "pollhook.toml",
+        &toml.replace("format = \"v2\"", "format = \"v7\""),
+    );
+    hup(&daemon);
+    wait_until("rejection", Duration::from_secs(10), || {
+        show_log().contains("reload rejected")
+    })
+    .await;
+    assert!(
+        show_log().contains("endpoints.crm.format"),
+        "{}",
+        show_log()
+    );
+    sim.create_booking();
+    let got = receiver.wait_for_accepted(1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "{}", show_log());
+    assert_eq!(got[0].path, "/crm");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "still running");
+
+    // A good one takes effect: deliveries now go to the new path.
+    write(&dir, "pollhook.toml", &toml.replace("/crm\"", "/crm-v2\""));
+    hup(&daemon);
+    wait_until("reload", Duration::from_secs(10), || {
+        show_log().contains("configuration reloaded")
+    })
+    .await;
+    sim.create_booking();
+    let got = receiver.wait_for_accepted(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "{}", show_log());
+    assert_eq!(got[1].path, "/crm-v2");
+    daemon.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_cleanly() {
+    let t = spawn_app(Options::default()).await;
+    let TestApp {
+        app,
+        sim,
+        dir,
+        toml,
+        ..
+    } = t;
+    drop(app);
+    let config = write(
+        &dir,
+        "pollhook.toml",
+        &toml.replace("every = \"1h\"", "every = \"1s\""),
+    );
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Daemon::start(&config, &log);
+    wait_until("first poll", Duration::from_secs(20), || {
+        sim.requests() >= 2
+    })
+    .await;
+    let ok = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped"),
+        "{log}"
+    );
+}
