@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::outbox::DeliveryState;
+use crate::store::ReplaySelector;
 
 /// Per-source poll health, shared by the schedule loops and the admin listener.
 #[derive(Debug, Default, Clone)]
@@ -67,7 +68,11 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/deliveries", get(deliveries))
-        .route("/deliveries/{endpoint}/{seq}/replay", post(replay))
+        .route("/events/{id}/replay", post(replay_event))
+        .route("/endpoints", get(endpoints))
+        .route("/endpoints/{name}/replay-dead", post(replay_dead))
+        .route("/endpoints/{name}/enable", post(enable_endpoint))
+        .route("/replay", post(replay_range))
         .route("/sources/{name}/poll", post(poll_source))
         .with_state(app)
 }
@@ -147,6 +152,32 @@ async fn metrics(State(app): State<App>) -> Response {
             h.failures_total
         );
     }
+    if let Ok(report) = app.inner.dispatcher.endpoint_report().await {
+        let _ = writeln!(
+            out,
+            "# HELP pollhook_endpoint_failing 1 while the endpoint has failed continuously for longer than failing_after.\n# TYPE pollhook_endpoint_failing gauge"
+        );
+        for e in &report {
+            let _ = writeln!(
+                out,
+                "pollhook_endpoint_failing{{endpoint=\"{}\"}} {}",
+                e.name,
+                u8::from(e.failing)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pollhook_endpoint_disabled 1 while deliveries to the endpoint are suspended (410 Gone or config).\n# TYPE pollhook_endpoint_disabled gauge"
+        );
+        for e in &report {
+            let _ = writeln!(
+                out,
+                "pollhook_endpoint_disabled{{endpoint=\"{}\"}} {}",
+                e.name,
+                u8::from(e.disabled.is_some() || !e.enabled)
+            );
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -180,18 +211,93 @@ async fn deliveries(State(app): State<App>, Query(q): Query<DeliveriesQuery>) ->
     }
 }
 
-async fn replay(State(app): State<App>, Path((endpoint, seq)): Path<(String, u64)>) -> Response {
+#[derive(Deserialize)]
+struct EndpointFilter {
+    endpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    from: String,
+    to: String,
+    endpoint: Option<String>,
+}
+
+async fn do_replay(app: &App, selector: ReplaySelector) -> Response {
     let now = chrono::Utc::now().timestamp_millis();
-    match app
-        .store()
-        .run(move |s| s.replay(&endpoint, seq, now))
-        .await
-    {
+    match app.store().run(move |s| s.replay(&selector, now)).await {
+        Ok(n) => {
+            if n > 0 {
+                app.inner.wake.notify_one();
+            }
+            Json(serde_json::json!({ "replayed": n })).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn replay_event(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<EndpointFilter>,
+) -> Response {
+    do_replay(
+        &app,
+        ReplaySelector::Event {
+            id,
+            endpoint: q.endpoint,
+        },
+    )
+    .await
+}
+
+async fn replay_dead(State(app): State<App>, Path(endpoint): Path<String>) -> Response {
+    do_replay(&app, ReplaySelector::DeadOf { endpoint }).await
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+async fn replay_range(State(app): State<App>, Query(q): Query<RangeQuery>) -> Response {
+    let (Some(from_ms), Some(to_ms)) = (parse_time(&q.from), parse_time(&q.to)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "from and to must be RFC 3339 times, e.g. 2026-11-23T10:00:00Z\n",
+        )
+            .into_response();
+    };
+    do_replay(
+        &app,
+        ReplaySelector::Range {
+            from_ms,
+            to_ms,
+            endpoint: q.endpoint,
+        },
+    )
+    .await
+}
+
+async fn endpoints(State(app): State<App>) -> Response {
+    match app.inner.dispatcher.endpoint_report().await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn enable_endpoint(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.inner.dispatcher.enable(&name).await {
         Ok(true) => {
             app.inner.wake.notify_one();
-            (StatusCode::OK, "replayed\n").into_response()
+            (StatusCode::OK, "enabled\n").into_response()
         }
-        Ok(false) => (StatusCode::NOT_FOUND, "no such dead delivery\n").into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            format!("no endpoint named `{name}`\n"),
+        )
+            .into_response(),
         Err(e) => internal(e),
     }
 }

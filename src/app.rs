@@ -34,6 +34,9 @@ pub enum AppError {
     },
 }
 
+/// Deliveries pruned per transaction.
+const PRUNE_BATCH: usize = 5000;
+
 /// How long shutdown waits for deliveries in flight before abandoning them (they stay queued).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -89,7 +92,7 @@ impl App {
         let mut sources = Vec::new();
         for s in &config.sources {
             sources.push(Arc::new(
-                SourceRuntime::new(&config, s).map_err(AppError::Setup)?,
+                SourceRuntime::new(&config, s, store.clone()).map_err(AppError::Setup)?,
             ));
         }
         let dispatcher = Arc::new(
@@ -238,6 +241,11 @@ impl App {
         let d = self.inner.dispatcher.clone();
         tracker.spawn(d.run(cancel.clone(), self.inner.wake.clone(), SHUTDOWN_GRACE));
         tracker.spawn(crate::admin::watchdog(self.clone(), cancel.clone()));
+        {
+            let app = self.clone();
+            let c = cancel.clone();
+            tracker.spawn(async move { app.retention_loop(c).await });
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             sources = self.inner.sources.len(),
@@ -252,6 +260,40 @@ impl App {
         tracker.wait().await;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Deletes delivered history older than `store.retention` (dead letters and pending
+    /// deliveries are kept), in batches so no transaction grows large. Returns rows removed.
+    pub async fn prune_now(&self) -> Result<usize, StoreError> {
+        let before = now_ms() - self.inner.config.retention.as_millis() as i64;
+        let mut total = 0;
+        loop {
+            let n = self
+                .inner
+                .store
+                .run(move |s| s.prune(before, PRUNE_BATCH))
+                .await?;
+            total += n;
+            if n < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn retention_loop(&self, cancel: CancellationToken) {
+        loop {
+            match self.prune_now().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(removed = n, "pruned delivered history past store.retention")
+                }
+                Err(e) => tracing::error!(error = %e, "pruning delivered history failed"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
     }
 
     async fn schedule_loop(&self, rt: Arc<SourceRuntime>, cancel: CancellationToken) {

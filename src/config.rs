@@ -5,7 +5,7 @@
 //! Two layers, as ripgrep does: [`raw`] mirrors the file exactly (`deny_unknown_fields` everywhere),
 //! [`Config`] is what the rest of the program uses. Nothing outside this module sees figment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use url::Url;
 use crate::outbox::{EventKind, RetryPolicy};
 use crate::schedule::Schedule;
 use crate::signing::SigningKey;
+use crate::template::Template;
 
 /// The environment variable prefix for overrides; nested keys are separated by `__`
 /// (`POLLHOOK_SOURCES__HOTEL__URL` overrides `[sources.hotel] url`).
@@ -118,6 +119,7 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct RawStore {
         pub path: Option<PathBuf>,
+        pub retention: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -168,12 +170,30 @@ pub mod raw {
         pub every: Option<String>,
         pub cron: Option<String>,
         pub timezone: Option<String>,
+        pub method: Option<String>,
+        pub format: Option<String>,
         #[serde(default)]
-        pub query: BTreeMap<String, String>,
+        pub query: BTreeMap<String, serde_json::Value>,
+        pub array_style: Option<String>,
+        pub body: Option<serde_json::Value>,
+        pub body_format: Option<String>,
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
-        pub auth: Option<RawSourceAuth>,
+        pub auth: Option<RawAuth>,
         pub items: Option<String>,
+        pub items_shape: Option<String>,
+        pub success: Option<RawSuccess>,
+        pub sync: Option<String>,
+        pub incremental: Option<RawIncremental>,
+        pub lookup: Option<RawLookup>,
+        pub min_gap: Option<String>,
+        pub retries: Option<u32>,
+        pub retry_backoff: Option<String>,
+        pub max_retry_after: Option<String>,
+        #[serde(default)]
+        pub rate_limit_remaining_headers: Vec<String>,
+        #[serde(default)]
+        pub rate_limit_reset_headers: Vec<String>,
         pub id: Option<OneOrMany>,
         pub status: Option<String>,
         pub cancelled_values: Option<Vec<String>>,
@@ -192,18 +212,56 @@ pub mod raw {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct RawSourceAuth {
+    pub struct RawAuth {
         #[serde(rename = "type")]
         pub kind: String,
         pub name: Option<String>,
         pub username: Option<String>,
         pub secret: Option<RawSecret>,
+        pub token_url: Option<String>,
+        pub client_id: Option<String>,
+        pub scope: Option<String>,
+        pub refresh_header: Option<String>,
+        pub token_pointer: Option<String>,
+        pub expires_pointer: Option<String>,
+        pub header: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawSuccess {
+        pub pointer: String,
+        pub equals: Option<serde_json::Value>,
+        pub not_equals: Option<serde_json::Value>,
+        pub absent: Option<bool>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawIncremental {
+        #[serde(default)]
+        pub query: BTreeMap<String, serde_json::Value>,
+        pub body: Option<serde_json::Value>,
+        pub overlap: Option<String>,
+        pub full_every: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawLookup {
+        pub url: Option<String>,
+        #[serde(default)]
+        pub query: BTreeMap<String, serde_json::Value>,
+        pub body: Option<serde_json::Value>,
+        pub items: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct RawPagination {
         pub style: String,
+        pub param_in: Option<String>,
+        pub total: Option<String>,
         pub param: Option<String>,
         pub start: Option<u64>,
         pub size_param: Option<String>,
@@ -231,6 +289,12 @@ pub mod raw {
         pub timeout: Option<String>,
         pub max_in_flight: Option<u32>,
         pub enabled: Option<bool>,
+        pub auth: Option<RawAuth>,
+        #[serde(default)]
+        pub methods: BTreeMap<String, String>,
+        pub failing_after: Option<String>,
+        pub bookid_param: Option<String>,
+        pub status_param: Option<String>,
     }
 }
 
@@ -241,6 +305,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Where the redb file lives.
     pub store_path: PathBuf,
+    /// How long delivered history is kept.
+    pub retention: Duration,
     /// Log output.
     pub log: LogConfig,
     /// Admin listener address; `None` when disabled.
@@ -271,38 +337,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How to authenticate against a source.
-#[derive(Debug, Clone)]
-pub enum SourceAuth {
-    /// No authentication.
-    None,
-    /// A header carrying the secret (e.g. Beds24's `token`).
-    Header {
-        /// Header name.
-        name: String,
-        /// Header value.
-        value: Secret,
-    },
-    /// A query parameter carrying the secret.
-    Query {
-        /// Parameter name.
-        name: String,
-        /// Parameter value.
-        value: Secret,
-    },
-    /// HTTP Basic.
-    Basic {
-        /// User name.
-        username: String,
-        /// Password.
-        password: Secret,
-    },
-    /// `Authorization: Bearer <token>`.
-    Bearer {
-        /// The token.
-        token: Secret,
-    },
-}
+pub use crate::auth::Auth;
 
 /// How a source's result set is split into pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,12 +354,43 @@ pub enum Pagination {
         size: Option<(String, u64)>,
         /// When to stop.
         stop: PageStop,
+        /// Where the parameters go.
+        param_in: ParamIn,
+    },
+    /// An offset parameter advanced by the page size.
+    Offset {
+        /// Offset parameter.
+        param: String,
+        /// Page-size parameter and value.
+        size: (String, u64),
+        /// Total-count pointer; without it, stop at a short or empty page.
+        total: Option<String>,
+        /// Where the parameters go.
+        param_in: ParamIn,
+    },
+    /// An opaque cursor from each response, sent back as a parameter.
+    Cursor {
+        /// Cursor parameter.
+        param: String,
+        /// JSON Pointer to the next cursor; missing, null or empty means last page.
+        next: String,
+        /// Where the parameter goes.
+        param_in: ParamIn,
     },
     /// The response carries the URL of the next page (absolute or relative, same host only).
     NextLink {
         /// JSON Pointer to the next URL; missing, null or empty means last page.
         pointer: String,
     },
+}
+
+/// Where pagination parameters go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    /// The query string.
+    Query,
+    /// The top level of the (JSON or form) body.
+    Body,
 }
 
 /// When page-number pagination stops.
@@ -354,6 +420,128 @@ pub enum OnDisappear {
     Ignore,
     /// Treat it as cancelled (subject to the mass-disappearance guard).
     Cancel,
+    /// Fetch it by id: gone or cancelled means cancel; present and active means it left the
+    /// window and nothing is emitted (subject to the guard).
+    Lookup,
+}
+
+/// HTTP method of a source request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceMethod {
+    /// GET with query parameters.
+    Get,
+    /// POST with a body (and query parameters).
+    Post,
+}
+
+/// Body encoding for POST sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json`.
+    Json,
+    /// `application/x-www-form-urlencoded` (top-level keys; lists repeat the key).
+    Form,
+}
+
+/// How list-valued query parameters are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayStyle {
+    /// `status=a&status=b`.
+    Repeat,
+    /// `status[]=a&status[]=b`.
+    Brackets,
+    /// `status=a,b`.
+    Comma,
+}
+
+/// Response body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// JSON.
+    Json,
+    /// XML, turned into the same tree (see the `xml` module).
+    Xml,
+}
+
+/// How the bookings sit at the `items` pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemsShape {
+    /// An array (a single object counts as a list of one).
+    List,
+    /// An object keyed by id: its values are the bookings (an empty array also means none).
+    Keyed,
+}
+
+/// A success check on every response besides the HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SuccessCheck {
+    /// The value at the pointer must equal this.
+    Equals(String, serde_json::Value),
+    /// The value at the pointer must not equal this.
+    NotEquals(String, serde_json::Value),
+    /// Nothing may be at the pointer (e.g. an `error` member).
+    Absent(String),
+}
+
+/// A request parameter value: one or several templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// One value.
+    One(Template),
+    /// Several values, encoded by the array style.
+    Many(Vec<Template>),
+}
+
+/// Sync mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every poll returns everything in scope.
+    Full,
+    /// Polls ask for what changed since the watermark (with an overlap); full passes as configured.
+    Incremental,
+}
+
+/// Incremental polling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    /// Extra query parameters on incremental polls (may use `{{ watermark }}`).
+    pub query: Vec<(String, ParamValue)>,
+    /// Extra top-level body members on incremental polls.
+    pub body: Option<serde_json::Value>,
+    /// Subtracted from the watermark.
+    pub overlap: Duration,
+    /// A full pass at least this often (None: only the first poll).
+    pub full_every: Option<Duration>,
+}
+
+/// Fetching one booking by id (for `on_disappear = "lookup"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    /// URL (default: the source URL).
+    pub url: Url,
+    /// Query parameters (may use `{{ id }}`).
+    pub query: Vec<(String, ParamValue)>,
+    /// Body members for POST sources (may use `{{ id }}`).
+    pub body: Option<serde_json::Value>,
+    /// Items pointer in the answer (default: the source's).
+    pub items: String,
+}
+
+/// Politeness towards the polled API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Politeness {
+    /// Least time between the end of one request and the start of the next.
+    pub min_gap: Duration,
+    /// Transient failures (connection errors, timeouts, 429, 5xx) retried within a cycle.
+    pub retries: u32,
+    /// First backoff delay (doubles each retry).
+    pub retry_backoff: Duration,
+    /// Longest `Retry-After` or rate-limit reset waited for inside a cycle.
+    pub max_retry_after: Duration,
+    /// Headers giving the remaining request budget (first present wins).
+    pub remaining_headers: Vec<String>,
+    /// Headers giving seconds until the budget resets.
+    pub reset_headers: Vec<String>,
 }
 
 /// One source to poll.
@@ -365,12 +553,36 @@ pub struct SourceConfig {
     pub url: Url,
     /// When to poll.
     pub schedule: Schedule,
-    /// Static query parameters.
-    pub query: Vec<(String, String)>,
+    /// GET or POST.
+    pub method: SourceMethod,
+    /// JSON or XML.
+    pub format: ResponseFormat,
+    /// Query parameters (templates).
+    pub query: Vec<(String, ParamValue)>,
+    /// List encoding in query strings.
+    pub array_style: ArrayStyle,
+    /// POST body (a JSON tree whose strings may be templates).
+    pub body: Option<serde_json::Value>,
+    /// POST body encoding.
+    pub body_format: BodyFormat,
+    /// Shape of the items.
+    pub items_shape: ItemsShape,
+    /// Success check besides the HTTP status.
+    pub success: Option<SuccessCheck>,
+    /// Full or incremental.
+    pub sync: SyncMode,
+    /// Incremental settings (when `sync` is incremental).
+    pub incremental: Option<Incremental>,
+    /// By-id lookup (when `on_disappear` is lookup).
+    pub lookup: Option<Lookup>,
+    /// Politeness settings.
+    pub politeness: Politeness,
+    /// Time zone for `today` in templates and for cron schedules.
+    pub tz: chrono_tz::Tz,
     /// Static, non-secret headers.
     pub headers: Vec<(String, String)>,
     /// Authentication.
-    pub auth: SourceAuth,
+    pub auth: Auth,
     /// JSON Pointer to the array of bookings ("" = the document itself).
     pub items: String,
     /// JSON Pointers whose values together form the booking id.
@@ -437,6 +649,26 @@ pub struct EndpointConfig {
     pub max_in_flight: u32,
     /// Whether deliveries are attempted (events queue either way).
     pub enabled: bool,
+    /// Authentication towards the receiver.
+    pub auth: Auth,
+    /// Method overrides per event kind.
+    pub methods: BTreeMap<EventKind, reqwest::Method>,
+    /// After failing continuously this long the endpoint is reported as failing.
+    pub failing_after: Duration,
+    /// v1: name of the booking id parameter.
+    pub bookid_param: String,
+    /// v1: name of the status parameter.
+    pub status_param: String,
+}
+
+impl EndpointConfig {
+    /// The method used for events of `kind`.
+    pub fn method_for(&self, kind: EventKind) -> reqwest::Method {
+        self.methods
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| self.method.clone())
+    }
 }
 
 impl Config {
@@ -688,6 +920,12 @@ impl Validator {
                 .unwrap_or_else(|| PathBuf::from("pollhook.redb"))
         });
 
+        let retention = self.positive_duration(
+            "store.retention",
+            raw.store.retention.as_deref(),
+            Duration::from_secs(30 * 86400),
+        );
+
         let format = match raw.log.format.as_deref() {
             None | Some("auto") => LogFormat::Auto,
             Some("text") => LogFormat::Text,
@@ -776,6 +1014,7 @@ impl Validator {
         Some(Config {
             file: file.map(Path::to_path_buf),
             store_path,
+            retention,
             log: LogConfig { format, level },
             admin_listen,
             sources,
@@ -832,6 +1071,68 @@ impl Validator {
         policy
     }
 
+    fn template(&mut self, key: &str, text: &str, allowed: &[&str]) -> Option<Template> {
+        match Template::parse(text).and_then(|t| t.check_names(allowed).map(|()| t)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.bad(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn params(
+        &mut self,
+        key: &str,
+        raw: &BTreeMap<String, serde_json::Value>,
+        allowed: &[&str],
+    ) -> Vec<(String, ParamValue)> {
+        let mut out = Vec::new();
+        for (name, v) in raw {
+            let key = format!("{key}.{name}");
+            let scalar = |v: &serde_json::Value| crate::diff::scalar_string(v);
+            match v {
+                serde_json::Value::Array(items) => {
+                    let mut ts = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        match scalar(item) {
+                            Some(s) => {
+                                if let Some(t) = self.template(&format!("{key}[{i}]"), &s, allowed)
+                                {
+                                    ts.push(t);
+                                }
+                            }
+                            None => self.bad(
+                                format!("{key}[{i}]"),
+                                "list items must be strings, numbers or booleans",
+                            ),
+                        }
+                    }
+                    out.push((name.clone(), ParamValue::Many(ts)));
+                }
+                other => match scalar(other) {
+                    Some(s) => {
+                        if let Some(t) = self.template(&key, &s, allowed) {
+                            out.push((name.clone(), ParamValue::One(t)));
+                        }
+                    }
+                    None => self.bad(key, "must be a string, number, boolean or a list of them"),
+                },
+            }
+        }
+        out
+    }
+
+    fn body(&mut self, key: &str, body: serde_json::Value, allowed: &[&str]) -> serde_json::Value {
+        if !body.is_object() {
+            self.bad(key, "must be a table (a JSON object)");
+        }
+        if let Err(e) = crate::template::check_tree(&body, allowed) {
+            self.bad(key, e.to_string());
+        }
+        body
+    }
+
     fn source(&mut self, name: &str, rs: raw::RawSource) -> Option<SourceConfig> {
         let k = |f: &str| format!("sources.{name}.{f}");
         self.name(&format!("sources.{name}"), name);
@@ -876,16 +1177,175 @@ impl Validator {
                 }
             },
         };
-        if rs.timezone.is_some() && rs.every.is_some() {
+        let tz: chrono_tz::Tz = match tz.parse() {
+            Ok(t) => t,
+            Err(_) => {
+                if rs.cron.is_none() {
+                    self.bad(k("timezone"), format!("unknown time zone `{tz}`: use an IANA zone name such as `UTC` or `Europe/London`"));
+                }
+                chrono_tz::UTC
+            }
+        };
+        let method = match rs.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("GET") => SourceMethod::Get,
+            Some("POST") => SourceMethod::Post,
+            Some(o) => {
+                self.bad(
+                    k("method"),
+                    format!("`{o}` is not valid; use \"GET\" or \"POST\""),
+                );
+                SourceMethod::Get
+            }
+        };
+        let format = match rs.format.as_deref() {
+            None | Some("json") => ResponseFormat::Json,
+            Some("xml") => ResponseFormat::Xml,
+            Some(o) => {
+                self.bad(
+                    k("format"),
+                    format!("`{o}` is not valid; use \"json\" or \"xml\""),
+                );
+                ResponseFormat::Json
+            }
+        };
+        let base_names: &[&str] = &["now", "today"];
+        let query = self.params(&k("query"), &rs.query, base_names);
+        let array_style = match rs.array_style.as_deref() {
+            None | Some("repeat") => ArrayStyle::Repeat,
+            Some("brackets") => ArrayStyle::Brackets,
+            Some("comma") => ArrayStyle::Comma,
+            Some(o) => {
+                self.bad(k("array_style"), format!("`{o}` is not valid; use \"repeat\" (a=1&a=2), \"brackets\" (a[]=1&a[]=2) or \"comma\" (a=1,2)"));
+                ArrayStyle::Repeat
+            }
+        };
+        let body = rs.body.map(|b| self.body(&k("body"), b, base_names));
+        if body.is_some() && method == SourceMethod::Get {
+            self.bad(k("body"), "a body needs method = \"POST\"");
+        }
+        let body_format = match rs.body_format.as_deref() {
+            None | Some("json") => BodyFormat::Json,
+            Some("form") => BodyFormat::Form,
+            Some(o) => {
+                self.bad(
+                    k("body_format"),
+                    format!("`{o}` is not valid; use \"json\" or \"form\""),
+                );
+                BodyFormat::Json
+            }
+        };
+        let items_shape = match rs.items_shape.as_deref() {
+            None | Some("list") => ItemsShape::List,
+            Some("keyed") => ItemsShape::Keyed,
+            Some(o) => {
+                self.bad(k("items_shape"), format!("`{o}` is not valid; use \"list\" (an array) or \"keyed\" (an object keyed by id)"));
+                ItemsShape::List
+            }
+        };
+        let success = rs.success.and_then(|sc| {
+            let key = k("success");
+            self.pointer(&format!("{key}.pointer"), &sc.pointer);
+            match (sc.equals, sc.not_equals, sc.absent) {
+                (Some(v), None, None) => Some(SuccessCheck::Equals(sc.pointer, v)),
+                (None, Some(v), None) => Some(SuccessCheck::NotEquals(sc.pointer, v)),
+                (None, None, Some(true)) => Some(SuccessCheck::Absent(sc.pointer)),
+                _ => {
+                    self.bad(key, "give `pointer` and exactly one of `equals = <value>`, `not_equals = <value>` or `absent = true`");
+                    None
+                }
+            }
+        });
+        let sync = match rs.sync.as_deref() {
+            None | Some("full") => SyncMode::Full,
+            Some("incremental") => SyncMode::Incremental,
+            Some(o) => {
+                self.bad(
+                    k("sync"),
+                    format!("`{o}` is not valid; use \"full\" or \"incremental\""),
+                );
+                SyncMode::Full
+            }
+        };
+        let incremental = match (sync, rs.incremental) {
+            (SyncMode::Incremental, Some(inc)) => {
+                let names: &[&str] = &["now", "today", "watermark"];
+                let key = k("incremental");
+                let query = self.params(&format!("{key}.query"), &inc.query, names);
+                let body = inc
+                    .body
+                    .map(|b| self.body(&format!("{key}.body"), b, names));
+                if query.is_empty() && body.is_none() {
+                    self.bad(format!("{key}.query"), "an incremental source needs at least one parameter using {{ watermark }}, e.g. modifiedFrom = \"{{ watermark | %Y-%m-%dT%H:%M:%S }}\"");
+                }
+                let overlap = self.duration(
+                    &format!("{key}.overlap"),
+                    inc.overlap.as_deref(),
+                    Duration::from_secs(600),
+                );
+                let full_every = inc.full_every.as_deref().map(|f| {
+                    self.positive_duration(
+                        &format!("{key}.full_every"),
+                        Some(f),
+                        Duration::from_secs(86400),
+                    )
+                });
+                Some(Incremental {
+                    query,
+                    body,
+                    overlap,
+                    full_every,
+                })
+            }
+            (SyncMode::Incremental, None) => {
+                self.bad(k("incremental"), "sync = \"incremental\" needs an [incremental] table with the watermark parameter, e.g. query = { modifiedFrom = \"{{ watermark | iso }}\" }");
+                None
+            }
+            (SyncMode::Full, Some(_)) => {
+                self.bad(k("incremental"), "only applies with sync = \"incremental\"");
+                None
+            }
+            (SyncMode::Full, None) => None,
+        };
+        let min_gap = self.duration(&k("min_gap"), rs.min_gap.as_deref(), Duration::ZERO);
+        let retries = rs.retries.unwrap_or(3);
+        if retries > 10 {
             self.bad(
-                k("timezone"),
-                "only applies to `cron` schedules; remove it or use `cron`",
+                k("retries"),
+                "at most 10 (a failed cycle is retried at the next tick anyway)",
             );
         }
+        let politeness = Politeness {
+            min_gap,
+            retries: retries.min(10),
+            retry_backoff: self.duration(
+                &k("retry_backoff"),
+                rs.retry_backoff.as_deref(),
+                Duration::from_secs(1),
+            ),
+            max_retry_after: self.duration(
+                &k("max_retry_after"),
+                rs.max_retry_after.as_deref(),
+                Duration::from_secs(300),
+            ),
+            remaining_headers: rs.rate_limit_remaining_headers.clone(),
+            reset_headers: rs.rate_limit_reset_headers.clone(),
+        };
 
         let auth = match rs.auth {
-            None => SourceAuth::None,
-            Some(a) => self.source_auth(&k("auth"), a)?,
+            None => Auth::None,
+            Some(a) => self.auth(
+                &k("auth"),
+                a,
+                &[
+                    "none",
+                    "header",
+                    "query",
+                    "basic",
+                    "bearer",
+                    "oauth2",
+                    "token_refresh",
+                ],
+            )?,
         };
 
         let items = rs.items.unwrap_or_default();
@@ -940,14 +1400,62 @@ impl Validator {
         let on_disappear = match rs.on_disappear.as_deref() {
             None | Some("ignore") => OnDisappear::Ignore,
             Some("cancel") => OnDisappear::Cancel,
+            Some("lookup") => OnDisappear::Lookup,
             Some(o) => {
                 self.bad(
                     k("on_disappear"),
-                    format!("`{o}` is not valid; use \"ignore\" or \"cancel\""),
+                    format!("`{o}` is not valid; use \"ignore\", \"cancel\" or \"lookup\""),
                 );
                 OnDisappear::Ignore
             }
         };
+        let lookup = match (on_disappear, rs.lookup) {
+            (OnDisappear::Lookup, Some(l)) => {
+                let key = k("lookup");
+                let names: &[&str] = &["now", "today", "id"];
+                let lookup_url = match l.url.as_deref() {
+                    Some(u) => self.url(&format!("{key}.url"), Some(u)),
+                    None => url.clone(),
+                };
+                let query = self.params(&format!("{key}.query"), &l.query, names);
+                let body = l.body.map(|b| self.body(&format!("{key}.body"), b, names));
+                let mentions_id = |t: &Template| t.names().iter().any(|n| n == "id");
+                let uses_id = query.iter().any(|(_, v)| match v {
+                    ParamValue::One(t) => mentions_id(t),
+                    ParamValue::Many(ts) => ts.iter().any(mentions_id),
+                }) || body
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("id }}"));
+                if !uses_id {
+                    self.bad(
+                        format!("{key}.query"),
+                        "the lookup must send the booking id, e.g. query = { id = \"{{ id }}\" }",
+                    );
+                }
+                let items = l.items.unwrap_or_else(|| items.clone());
+                self.pointer(&format!("{key}.items"), &items);
+                lookup_url.map(|url| Lookup {
+                    url,
+                    query,
+                    body,
+                    items,
+                })
+            }
+            (OnDisappear::Lookup, None) => {
+                self.bad(k("lookup"), "on_disappear = \"lookup\" needs a [lookup] table, e.g. query = { id = \"{{ id }}\" }");
+                None
+            }
+            (_, Some(_)) => {
+                self.bad(k("lookup"), "only applies with on_disappear = \"lookup\"");
+                None
+            }
+            (_, None) => None,
+        };
+        if on_disappear != OnDisappear::Ignore
+            && incremental.as_ref().is_some_and(|i| i.full_every.is_none())
+        {
+            self.bad(k("on_disappear"), "an incremental poll cannot see disappearances; set incremental.full_every so full passes can, or use \"ignore\"");
+        }
         let max_disappear_share = rs.max_disappear_share.unwrap_or(0.2);
         if !(0.0..=1.0).contains(&max_disappear_share) {
             self.bad(
@@ -977,7 +1485,19 @@ impl Validator {
             name: name.to_string(),
             url: url?,
             schedule: schedule?,
-            query: rs.query.into_iter().collect(),
+            method,
+            format,
+            query,
+            array_style,
+            body,
+            body_format,
+            items_shape,
+            success,
+            sync,
+            incremental,
+            lookup,
+            politeness,
+            tz,
             headers: rs.headers.into_iter().collect(),
             auth,
             items,
@@ -996,7 +1516,22 @@ impl Validator {
         })
     }
 
-    fn source_auth(&mut self, key: &str, a: raw::RawSourceAuth) -> Option<SourceAuth> {
+    fn auth(&mut self, key: &str, a: raw::RawAuth, allowed: &[&str]) -> Option<Auth> {
+        if !allowed.contains(&a.kind.as_str()) {
+            self.bad(
+                format!("{key}.type"),
+                format!(
+                    "`{}` is not valid here; use {}",
+                    a.kind,
+                    allowed
+                        .iter()
+                        .map(|t| format!("\"{t}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        }
         let need_secret = |v: &mut Self| -> Option<Secret> {
             match &a.secret {
                 Some(s) => v.secret(&format!("{key}.secret"), s),
@@ -1006,63 +1541,163 @@ impl Validator {
                 }
             }
         };
-        let need_name = |v: &mut Self| -> Option<String> {
-            match &a.name {
-                Some(n) if !n.is_empty() => Some(n.clone()),
-                _ => {
-                    v.bad(
-                        format!("{key}.name"),
-                        "is required for this auth type (the header or parameter name)",
-                    );
-                    None
+        let need =
+            |v: &mut Self, field: &str, value: &Option<String>, what: &str| -> Option<String> {
+                match value {
+                    Some(n) if !n.is_empty() => Some(n.clone()),
+                    _ => {
+                        v.bad(
+                            format!("{key}.{field}"),
+                            format!("is required for auth type \"{}\" ({what})", a.kind),
+                        );
+                        None
+                    }
                 }
+            };
+        let header_name = |v: &mut Self, field: &str, value: Option<String>| -> Option<String> {
+            let n = value?;
+            if reqwest::header::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                v.bad(
+                    format!("{key}.{field}"),
+                    format!("`{n}` is not a valid HTTP header name"),
+                );
+                return None;
             }
+            Some(n)
+        };
+        let secret_header_ok = |v: &mut Self, s: Secret| -> Option<Secret> {
+            if reqwest::header::HeaderValue::from_str(s.expose()).is_err() {
+                v.bad(
+                    format!("{key}.secret"),
+                    "the secret contains characters not allowed in an HTTP header",
+                );
+                return None;
+            }
+            Some(s)
         };
         match a.kind.as_str() {
-            "none" => Some(SourceAuth::None),
+            "none" => Some(Auth::None),
             "header" => {
-                let name = need_name(self);
-                let value = need_secret(self);
-                Some(SourceAuth::Header {
+                let name = need(self, "name", &a.name, "the header name");
+                let name = header_name(self, "name", name);
+                let value = need_secret(self).and_then(|s| secret_header_ok(self, s));
+                Some(Auth::Header {
                     name: name?,
                     value: value?,
                 })
             }
             "query" => {
-                let name = need_name(self);
+                let name = need(self, "name", &a.name, "the parameter name");
                 let value = need_secret(self);
-                Some(SourceAuth::Query {
+                Some(Auth::Query {
                     name: name?,
                     value: value?,
                 })
             }
             "basic" => {
-                let username = a.username.clone();
-                if username.is_none() {
-                    self.bad(format!("{key}.username"), "is required for basic auth");
-                }
+                let username = need(self, "username", &a.username, "the user name");
                 let password = need_secret(self);
-                Some(SourceAuth::Basic {
+                Some(Auth::Basic {
                     username: username?,
                     password: password?,
                 })
             }
-            "bearer" => Some(SourceAuth::Bearer {
-                token: need_secret(self)?,
+            "bearer" => Some(Auth::Bearer {
+                token: need_secret(self).and_then(|s| secret_header_ok(self, s))?,
             }),
-            other => {
-                self.bad(
-                    format!("{key}.type"),
-                    format!("`{other}` is not valid; use \"none\", \"header\", \"query\", \"basic\" or \"bearer\""),
-                );
-                None
+            "oauth2" => {
+                let token_url = self.url(&format!("{key}.token_url"), a.token_url.as_deref());
+                let client_id = need(self, "client_id", &a.client_id, "the OAuth2 client id");
+                let secret = need_secret(self);
+                Some(Auth::OAuth2 {
+                    token_url: token_url?,
+                    client_id: client_id?,
+                    secret: secret?,
+                    scope: a.scope.clone(),
+                })
             }
+            "token_refresh" => {
+                let token_url = self.url(&format!("{key}.token_url"), a.token_url.as_deref());
+                let refresh_header = header_name(
+                    self,
+                    "refresh_header",
+                    Some(
+                        a.refresh_header
+                            .clone()
+                            .unwrap_or_else(|| "refreshToken".into()),
+                    ),
+                );
+                let header = header_name(
+                    self,
+                    "header",
+                    Some(a.header.clone().unwrap_or_else(|| "token".into())),
+                );
+                let token_pointer = a.token_pointer.clone().unwrap_or_else(|| "/token".into());
+                let expires_pointer = a
+                    .expires_pointer
+                    .clone()
+                    .unwrap_or_else(|| "/expiresIn".into());
+                self.pointer(&format!("{key}.token_pointer"), &token_pointer);
+                self.pointer(&format!("{key}.expires_pointer"), &expires_pointer);
+                let secret = need_secret(self).and_then(|s| secret_header_ok(self, s));
+                Some(Auth::TokenRefresh {
+                    token_url: token_url?,
+                    refresh_header: refresh_header?,
+                    secret: secret?,
+                    token_pointer,
+                    expires_pointer,
+                    header: header?,
+                })
+            }
+            _ => None,
         }
     }
 
     fn pagination(&mut self, key: &str, p: raw::RawPagination) -> Option<Pagination> {
+        let param_in = match p.param_in.as_deref() {
+            None | Some("query") => ParamIn::Query,
+            Some("body") => ParamIn::Body,
+            Some(o) => {
+                self.bad(
+                    format!("{key}.param_in"),
+                    format!("`{o}` is not valid; use \"query\" or \"body\""),
+                );
+                ParamIn::Query
+            }
+        };
         match p.style.as_str() {
             "none" => Some(Pagination::None),
+            "offset" => {
+                let size = match (p.size_param, p.size) {
+                    (Some(n), Some(s)) if s > 0 => Some((n, s)),
+                    (None, Some(s)) if s > 0 => Some(("limit".to_string(), s)),
+                    _ => {
+                        self.bad(format!("{key}.size"), "offset pagination needs a page `size` of at least 1 (and optionally `size_param`, default \"limit\")");
+                        None
+                    }
+                };
+                if let Some(t) = &p.total {
+                    self.pointer(&format!("{key}.total"), t);
+                }
+                Some(Pagination::Offset {
+                    param: p.param.unwrap_or_else(|| "offset".into()),
+                    size: size?,
+                    total: p.total,
+                    param_in,
+                })
+            }
+            "cursor" => {
+                let Some(next) = p.next else {
+                    self.bad(format!("{key}.next"), "is required for cursor pagination: the JSON Pointer to the next cursor, e.g. \"/meta/next_cursor\"");
+                    return None;
+                };
+                self.pointer(&format!("{key}.next"), &next);
+                Some(Pagination::Cursor {
+                    param: p.param.unwrap_or_else(|| "cursor".into()),
+                    next,
+                    param_in,
+                })
+            }
             "page" => {
                 let size = match (p.size_param, p.size) {
                     (Some(n), Some(s)) if s > 0 => Some((n, s)),
@@ -1098,6 +1733,7 @@ impl Validator {
                     start: p.start.unwrap_or(1),
                     size,
                     stop,
+                    param_in,
                 })
             }
             "next_link" => {
@@ -1111,7 +1747,7 @@ impl Validator {
             other => {
                 self.bad(
                     format!("{key}.style"),
-                    format!("`{other}` is not valid; use \"none\", \"page\" or \"next_link\""),
+                    format!("`{other}` is not valid; use \"none\", \"page\", \"offset\", \"cursor\" or \"next_link\""),
                 );
                 None
             }
@@ -1234,6 +1870,46 @@ impl Validator {
                 headers.push((h, v));
             }
         }
+        let auth = match re.auth {
+            None => Auth::None,
+            Some(a) => self.auth(
+                &k("auth"),
+                a,
+                &["none", "header", "basic", "bearer", "oauth2"],
+            )?,
+        };
+        let mut methods = BTreeMap::new();
+        for (kind, m) in &re.methods {
+            let key = format!("{}.{kind}", k("methods"));
+            let Some(kind) = EventKind::parse(kind) else {
+                self.bad(key, "is not an event kind; use new, modify or cancel");
+                continue;
+            };
+            match parse_method(m) {
+                Some(m) => {
+                    methods.insert(kind, m);
+                }
+                None => self.bad(
+                    key,
+                    format!("`{m}` is not valid; use GET, POST, PUT or PATCH"),
+                ),
+            }
+        }
+        let failing_after = self.positive_duration(
+            &k("failing_after"),
+            re.failing_after.as_deref(),
+            Duration::from_secs(3600),
+        );
+        let bookid_param = re.bookid_param.unwrap_or_else(|| "bookid".into());
+        let status_param = re.status_param.unwrap_or_else(|| "status".into());
+        for (field, v) in [
+            ("bookid_param", &bookid_param),
+            ("status_param", &status_param),
+        ] {
+            if v.is_empty() {
+                self.bad(k(field), "must not be empty");
+            }
+        }
         Some(EndpointConfig {
             name: name.to_string(),
             url: url?,
@@ -1248,7 +1924,22 @@ impl Validator {
             timeout,
             max_in_flight: max_in_flight.max(1),
             enabled: re.enabled.unwrap_or(true),
+            auth,
+            methods,
+            failing_after,
+            bookid_param,
+            status_param,
         })
+    }
+}
+
+fn parse_method(m: &str) -> Option<reqwest::Method> {
+    match m.to_ascii_uppercase().as_str() {
+        "GET" => Some(reqwest::Method::GET),
+        "POST" => Some(reqwest::Method::POST),
+        "PUT" => Some(reqwest::Method::PUT),
+        "PATCH" => Some(reqwest::Method::PATCH),
+        _ => None,
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::auth::Authorizer;
 use crate::config::{EndpointConfig, Format};
 use crate::outbox::{
     Attempt, AttemptResult, Decision, Delivery, DeliveryState, Event, HISTORY_LIMIT, decide,
@@ -79,17 +80,17 @@ pub fn render(ep: &EndpointConfig, event: &Event) -> Rendered {
         Format::V1 => {
             let mut url = ep.url.clone();
             url.query_pairs_mut()
-                .append_pair("bookid", &event.booking_id)
-                .append_pair("status", event.kind.status_word());
+                .append_pair(&ep.bookid_param, &event.booking_id)
+                .append_pair(&ep.status_param, event.kind.status_word());
             Rendered {
-                method: ep.method.clone(),
+                method: ep.method_for(event.kind),
                 url,
                 body: Vec::new(),
                 content_type: None,
             }
         }
         Format::V2 => Rendered {
-            method: ep.method.clone(),
+            method: ep.method_for(event.kind),
             url: ep.url.clone(),
             body: serde_json::to_vec(&v2_envelope(event)).unwrap_or_default(),
             content_type: Some("application/json"),
@@ -154,6 +155,26 @@ struct EndpointRuntime {
     cfg: EndpointConfig,
     http: reqwest::Client,
     permits: Arc<Semaphore>,
+    auth: Authorizer,
+    /// When the current run of failures began (cleared by a success).
+    failing_since: Mutex<Option<i64>>,
+    /// Whether the failing state has been reported (logged) for the current run.
+    failing_reported: std::sync::atomic::AtomicBool,
+}
+
+/// What the admin API shows about an endpoint. No secrets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointReport {
+    /// Name.
+    pub name: String,
+    /// `enabled` from the configuration.
+    pub enabled: bool,
+    /// Suspended by pollhook (410 Gone), until an operator re-enables it.
+    pub disabled: Option<crate::store::Disabled>,
+    /// Failing continuously for longer than `failing_after`.
+    pub failing: bool,
+    /// Start of the current run of failures (ms since epoch).
+    pub failing_since_ms: Option<i64>,
 }
 
 /// Counts from one delivery round.
@@ -184,6 +205,7 @@ impl RoundReport {
 pub struct Dispatcher {
     store: Store,
     endpoints: HashMap<String, Arc<EndpointRuntime>>,
+    disabled: Mutex<HashMap<String, crate::store::Disabled>>,
     in_flight: Mutex<HashSet<(String, u64)>>,
     notices: broadcast::Sender<Notice>,
 }
@@ -208,18 +230,35 @@ impl Dispatcher {
                 .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| format!("endpoints.{}: cannot build HTTP client: {e}", ep.name))?;
+            let auth = Authorizer::new(
+                ep.auth.clone(),
+                format!("endpoint:{}", ep.name),
+                store.clone(),
+                ep.timeout,
+            )
+            .map_err(|e| format!("endpoints.{}: {e}", ep.name))?;
             map.insert(
                 ep.name.clone(),
                 Arc::new(EndpointRuntime {
                     cfg: ep.clone(),
                     http,
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
+                    auth,
+                    failing_since: Mutex::new(None),
+                    failing_reported: std::sync::atomic::AtomicBool::new(false),
                 }),
             );
         }
+        let disabled = store
+            .endpoint_states()
+            .map_err(|e| format!("cannot read endpoint states: {e}"))?
+            .into_iter()
+            .filter_map(|(name, st)| st.disabled.map(|d| (name, d)))
+            .collect();
         Ok(Dispatcher {
             store,
             endpoints: map,
+            disabled: Mutex::new(disabled),
             in_flight: Mutex::new(HashSet::new()),
             notices,
         })
@@ -231,10 +270,15 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let disabled = self
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let active: HashSet<String> = self
             .endpoints
             .iter()
-            .filter(|(_, e)| e.cfg.enabled)
+            .filter(|(n, e)| e.cfg.enabled && !disabled.contains_key(*n))
             .map(|(n, _)| n.clone())
             .collect();
         move |ep: &str, seq: u64| !active.contains(ep) || busy.contains(&(ep.to_string(), seq))
@@ -279,6 +323,9 @@ impl Dispatcher {
     ) -> Result<RoundReport, StoreError> {
         let rows: Vec<(Delivery, i64)> = outcomes.iter().map(|(d, p, _)| (d.clone(), *p)).collect();
         self.store.run(move |s| s.record(&rows, now_ms)).await?;
+        for (d, _, _) in &outcomes {
+            self.track_health(d).await;
+        }
         let mut report = RoundReport::default();
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         for (d, _, event) in outcomes {
@@ -385,6 +432,116 @@ impl Dispatcher {
         }
     }
 
+    /// Updates the endpoint's failing state from an outcome, and suspends it on 410 Gone.
+    async fn track_health(&self, d: &Delivery) {
+        let Some(ep) = self.endpoints.get(&d.endpoint) else {
+            return;
+        };
+        let last = d.history.last();
+        let at = last.map(|a| a.at_ms).unwrap_or_else(now_ms);
+        if d.state == DeliveryState::Delivered {
+            *ep.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            if ep
+                .failing_reported
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(endpoint = %d.endpoint, "endpoint recovered");
+            }
+            return;
+        }
+        let since = *ep
+            .failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(at);
+        if at - since >= ep.cfg.failing_after.as_millis() as i64
+            && !ep
+                .failing_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                endpoint = %d.endpoint,
+                since = %rfc3339(since),
+                "endpoint FAILING: every delivery attempt has failed for longer than failing_after; events keep queueing"
+            );
+        }
+        if last.and_then(|a| a.status) == Some(410) {
+            let disabled = crate::store::Disabled {
+                since_ms: at,
+                reason: "the receiver answered 410 Gone".into(),
+            };
+            let name = d.endpoint.clone();
+            let row = disabled.clone();
+            match self
+                .store
+                .run(move |s| s.set_endpoint_disabled(&name, Some(row), at))
+                .await
+            {
+                Ok(()) => tracing::error!(
+                    endpoint = %d.endpoint,
+                    "endpoint DISABLED: the receiver answered 410 Gone. Events keep queueing; re-enable with `pollhook enable {}` once it is fixed",
+                    d.endpoint
+                ),
+                Err(e) => {
+                    tracing::error!(endpoint = %d.endpoint, error = %e, "cannot persist the disabled state")
+                }
+            }
+            self.disabled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(d.endpoint.clone(), disabled);
+        }
+    }
+
+    /// Every endpoint's state for the admin API and metrics.
+    pub async fn endpoint_report(&self) -> Result<Vec<EndpointReport>, StoreError> {
+        let disabled = self
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let now = now_ms();
+        let mut out: Vec<EndpointReport> = self
+            .endpoints
+            .values()
+            .map(|ep| {
+                let since = *ep.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+                EndpointReport {
+                    name: ep.cfg.name.clone(),
+                    enabled: ep.cfg.enabled,
+                    disabled: disabled.get(&ep.cfg.name).cloned(),
+                    failing: since
+                        .is_some_and(|s| now - s >= ep.cfg.failing_after.as_millis() as i64),
+                    failing_since_ms: since,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Re-enables an endpoint suspended by a 410; its queued events become due now.
+    /// Returns false for an unknown endpoint.
+    pub async fn enable(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let Some(ep) = self.endpoints.get(endpoint) else {
+            return Ok(false);
+        };
+        let name = endpoint.to_string();
+        let now = now_ms();
+        self.store
+            .run(move |s| s.set_endpoint_disabled(&name, None, now))
+            .await?;
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(endpoint);
+        *ep.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        ep.failing_reported
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(endpoint, "endpoint re-enabled");
+        Ok(true)
+    }
+
     async fn commit_or_forget(
         &self,
         batch: Vec<(Delivery, i64, Arc<Event>)>,
@@ -462,13 +619,31 @@ async fn attempt(
     if let Some(ct) = rendered.content_type {
         put("content-type", ct);
     }
-    let result = ep
-        .http
-        .request(rendered.method, rendered.url)
-        .headers(headers)
-        .body(rendered.body)
-        .send()
-        .await;
+    let mut retried_auth = false;
+    let result = loop {
+        let req = ep
+            .http
+            .request(rendered.method.clone(), rendered.url.clone())
+            .headers(headers.clone())
+            .body(rendered.body.clone());
+        let req = match ep.auth.apply(req).await {
+            Ok(r) => r,
+            Err(e) => break Err(e.to_string()),
+        };
+        match req.send().await {
+            Ok(resp)
+                if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                    && ep.auth.uses_tokens()
+                    && !retried_auth =>
+            {
+                // A cached token may have been revoked: mint a new one and try once more.
+                retried_auth = true;
+                ep.auth.invalidate().await;
+            }
+            Ok(resp) => break Ok(resp),
+            Err(e) => break Err(crate::source::describe_reqwest(e)),
+        }
+    };
     let (attempt_result, status, error, body) = match result {
         Ok(mut resp) => {
             let code = resp.status().as_u16();
@@ -493,12 +668,7 @@ async fn attempt(
                 crate::source::snippet(&body, RESPONSE_BODY_CAP),
             )
         }
-        Err(e) => (
-            AttemptResult::Transport,
-            None,
-            Some(crate::source::describe_reqwest(e)),
-            String::new(),
-        ),
+        Err(e) => (AttemptResult::Transport, None, Some(e), String::new()),
     };
     let attempt = Attempt {
         at_ms,

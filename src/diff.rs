@@ -31,6 +31,10 @@ pub struct StoredBooking {
     pub cancelled: bool,
     /// The document as last returned by the source.
     pub doc: Value,
+    /// Missing from full polls but confirmed active by a lookup: it left the polled window.
+    /// Not looked up again until it reappears.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 /// A detected change for one booking.
@@ -85,6 +89,7 @@ impl Policy {
             hash: fingerprint(&self.significant(&doc)),
             cancelled: self.is_cancelled(&doc),
             doc,
+            outside: false,
         }
     }
 

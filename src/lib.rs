@@ -22,6 +22,10 @@
 //! | [`outbox`]   | event and delivery types, the retry decision (pure) |
 //! | [`delivery`] | rendering, sending, the group-commit delivery worker |
 //! | [`signing`]  | Standard Webhooks signatures (pure) |
+//! | [`presets`]  | v2 bodies: the pollhook envelope and vendor shapes (Beds24, StayNTouch, Zenoti) |
+//! | [`template`] | the one `{{ ... }}` template syntax for requests, URLs and bodies (pure) |
+//! | [`xml`]      | XML responses into the JSON tree every pointer reads (pure) |
+//! | [`auth`]     | credentials for sources and endpoints: static, OAuth2, refresh-token login; token cache |
 //! | [`admin`]    | health, metrics, dead letters, replay, poll-now; the systemd watchdog |
 //! | [`app`]      | wiring, the daemon's task structure, test hooks (`poll_now`, `deliver_due`) |
 //! | [`cli`]      | the command line and logging set-up |
@@ -29,6 +33,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -36,10 +41,13 @@ pub mod demo;
 pub mod diff;
 pub mod outbox;
 pub mod poll;
+pub mod presets;
 pub mod schedule;
 pub mod signing;
 pub mod source;
 pub mod store;
+pub mod template;
+pub mod xml;
 
 pub use app::App;
 pub use config::Config;

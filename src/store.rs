@@ -13,6 +13,9 @@
 //! | `lanes_v1`      | (endpoint, lane, seq)        | () pending, in order |
 //! | `due_v1`        | (due ms, endpoint, seq)      | () lane heads only   |
 //! | `meta_v1`       | name                         | u64                  |
+//! | `event_ids_v1`  | event id                     | seq                  |
+//! | `endpoints_v1`  | endpoint                     | [`EndpointState`]    |
+//! | `tokens_v1`     | token cache key              | [`StoredToken`]      |
 //!
 //! Invariants: a pending delivery is in `lanes_v1`; exactly the first pending delivery of each
 //! (endpoint, lane) is in `due_v1`, under the `next_ms` its row carries. That is what keeps one
@@ -36,6 +39,9 @@ const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("de
 const LANES: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("lanes_v1");
 const DUE: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("due_v1");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids_v1");
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints_v1");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
 
 const NEXT_SEQ: &str = "next_seq";
 
@@ -92,6 +98,76 @@ pub struct SourceState {
     pub first_poll_ms: i64,
     /// When the latest successful poll was committed (ms).
     pub last_poll_ms: i64,
+    /// Start of the latest successful poll (ms): incremental polls ask for changes since then.
+    #[serde(default)]
+    pub watermark_ms: Option<i64>,
+    /// Start of the latest successful full poll (ms).
+    #[serde(default)]
+    pub last_full_ms: Option<i64>,
+}
+
+/// Persistent per-endpoint state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// Set when deliveries are suspended (e.g. the receiver answered 410 Gone); events keep
+    /// queueing until an operator re-enables the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and since when an endpoint is disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// When (ms since epoch).
+    pub since_ms: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A cached access token (OAuth2 or a login flow). Kept in the state file so a restart does
+/// not mint a new one (some APIs cap tokens per day). `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    /// The token.
+    pub token: String,
+    /// When it expires (ms since epoch).
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoredToken(<redacted>, expires_ms: {})",
+            self.expires_ms
+        )
+    }
+}
+
+/// Which deliveries to put back in their lanes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaySelector {
+    /// One event (by its id), for every endpoint or one.
+    Event {
+        /// The event id (`evt_...`).
+        id: String,
+        /// Only this endpoint.
+        endpoint: Option<String>,
+    },
+    /// Every dead letter of one endpoint.
+    DeadOf {
+        /// Endpoint name.
+        endpoint: String,
+    },
+    /// Every event detected in `[from_ms, to_ms]`, delivered or dead.
+    Range {
+        /// Start (ms since epoch, inclusive).
+        from_ms: i64,
+        /// End (ms since epoch, inclusive).
+        to_ms: i64,
+        /// Only this endpoint.
+        endpoint: Option<String>,
+    },
 }
 
 /// A due delivery with its event.
@@ -166,6 +242,9 @@ impl Store {
             txn.open_table(LANES)?;
             txn.open_table(DUE)?;
             txn.open_table(META)?;
+            txn.open_table(EVENT_IDS)?;
+            txn.open_table(ENDPOINTS)?;
+            txn.open_table(TOKENS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -208,6 +287,13 @@ impl Store {
             Some(v) => Ok(Some(decode("sources_v1", v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Every known booking of a source: (id, cancelled, outside the window).
+    pub fn known(&self, source: &str) -> Result<Vec<Known>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SNAPSHOT)?;
+        known_in(&t, source)
     }
 
     /// The stored snapshot of one booking.
@@ -375,43 +461,299 @@ impl Store {
         })
     }
 
-    /// Puts a dead delivery back in its lane with a fresh attempt budget; the event id is kept.
-    /// Returns false if there is no such dead delivery.
-    pub fn replay(&self, endpoint: &str, seq: u64, now_ms: i64) -> Result<bool> {
+    /// Puts finished deliveries (dead or delivered) back in their lanes with a fresh attempt
+    /// budget; the event id is kept, so receivers can de-duplicate. Pending deliveries are left
+    /// alone. Returns how many were requeued.
+    pub fn replay(&self, selector: &ReplaySelector, now_ms: i64) -> Result<usize> {
         let txn = self.db.begin_write()?;
-        let replayed = {
+        let count = {
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let mut lanes = txn.open_table(LANES)?;
             let mut due = txn.open_table(DUE)?;
-            let row: Option<Delivery> = match deliveries.get((endpoint, seq))? {
-                Some(v) => Some(decode("deliveries_v1", v.value())?),
-                None => None,
-            };
-            match row {
-                Some(mut d) if d.state == DeliveryState::Dead => {
-                    d.state = DeliveryState::Pending;
-                    d.attempts = 0;
-                    d.next_ms = now_ms;
-                    deliveries.insert((endpoint, seq), encode(&d).as_slice())?;
-                    let lane_empty = lanes
+            let events = txn.open_table(EVENTS)?;
+            let ids = txn.open_table(EVENT_IDS)?;
+            let wanted_endpoint =
+                |ep: &str, only: &Option<String>| only.as_deref().is_none_or(|o| o == ep);
+            let mut chosen: Vec<Delivery> = Vec::new();
+            match selector {
+                ReplaySelector::Event { id, endpoint } => {
+                    if let Some(seq) = ids.get(id.as_str())?.map(|v| v.value()) {
+                        for entry in deliveries.range::<(&str, u64)>(..)? {
+                            let (k, v) = entry?;
+                            let (ep, s) = k.value();
+                            if s == seq && wanted_endpoint(ep, endpoint) {
+                                chosen.push(decode("deliveries_v1", v.value())?);
+                            }
+                        }
+                    }
+                }
+                ReplaySelector::DeadOf { endpoint } => {
+                    for entry in deliveries
+                        .range((endpoint.as_str(), 0u64)..=(endpoint.as_str(), u64::MAX))?
+                    {
+                        let (_, v) = entry?;
+                        let d: Delivery = decode("deliveries_v1", v.value())?;
+                        if d.state == DeliveryState::Dead {
+                            chosen.push(d);
+                        }
+                    }
+                }
+                ReplaySelector::Range {
+                    from_ms,
+                    to_ms,
+                    endpoint,
+                } => {
+                    let mut seqs = std::collections::HashSet::new();
+                    for entry in events.range::<u64>(..)? {
+                        let (k, v) = entry?;
+                        let e: Event = decode("events_v1", v.value())?;
+                        if (*from_ms..=*to_ms).contains(&e.detected_ms) {
+                            seqs.insert(k.value());
+                        }
+                    }
+                    for entry in deliveries.range::<(&str, u64)>(..)? {
+                        let (k, v) = entry?;
+                        let (ep, s) = k.value();
+                        if seqs.contains(&s) && wanted_endpoint(ep, endpoint) {
+                            chosen.push(decode("deliveries_v1", v.value())?);
+                        }
+                    }
+                }
+            }
+            let mut n = 0;
+            for mut d in chosen {
+                if d.state == DeliveryState::Pending {
+                    continue;
+                }
+                let ep = d.endpoint.clone();
+                d.state = DeliveryState::Pending;
+                d.attempts = 0;
+                d.next_ms = now_ms;
+                deliveries.insert((ep.as_str(), d.seq), encode(&d).as_slice())?;
+                let lane_empty = lanes
+                    .range(
+                        (ep.as_str(), d.lane.as_str(), 0u64)
+                            ..=(ep.as_str(), d.lane.as_str(), u64::MAX),
+                    )?
+                    .next()
+                    .is_none();
+                lanes.insert((ep.as_str(), d.lane.as_str(), d.seq), ())?;
+                if lane_empty {
+                    due.insert((now_ms, ep.as_str(), d.seq), ())?;
+                } else {
+                    // Keep the lane's invariant: its first (lowest seq) pending row is the due
+                    // head. A replayed older event goes before the current head.
+                    let head = lanes
                         .range(
-                            (endpoint, d.lane.as_str(), 0u64)
-                                ..=(endpoint, d.lane.as_str(), u64::MAX),
+                            (ep.as_str(), d.lane.as_str(), 0u64)
+                                ..=(ep.as_str(), d.lane.as_str(), u64::MAX),
                         )?
                         .next()
-                        .is_none();
-                    lanes.insert((endpoint, d.lane.as_str(), seq), ())?;
-                    if lane_empty {
-                        due.insert((now_ms, endpoint, seq), ())?;
+                        .map(|e| e.map(|(k, _)| k.value().2))
+                        .transpose()?;
+                    if head == Some(d.seq) {
+                        demote_other_heads(&mut deliveries, &mut due, &lanes, &ep, &d.lane, d.seq)?;
+                        due.insert((now_ms, ep.as_str(), d.seq), ())?;
                     }
-                    true
                 }
-                _ => false,
+                n += 1;
             }
+            n
         };
         txn.commit()?;
-        Ok(replayed)
+        Ok(count)
     }
+
+    /// Deletes delivered deliveries created before `before_ms`, then events older than that with
+    /// no delivery left. Dead letters and pending deliveries are never pruned. At most
+    /// `max_rows` deliveries per call (call again while it returns `max_rows`).
+    pub fn prune(&self, before_ms: i64, max_rows: usize) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            let mut events = txn.open_table(EVENTS)?;
+            let mut ids = txn.open_table(EVENT_IDS)?;
+            let mut doomed: Vec<(String, u64)> = Vec::new();
+            let mut still_referenced = std::collections::HashSet::new();
+            for entry in deliveries.range::<(&str, u64)>(..)? {
+                let (k, v) = entry?;
+                let (ep, seq) = k.value();
+                let d: Delivery = decode("deliveries_v1", v.value())?;
+                if d.state == DeliveryState::Delivered
+                    && d.created_ms < before_ms
+                    && doomed.len() < max_rows
+                {
+                    doomed.push((ep.to_string(), seq));
+                } else {
+                    still_referenced.insert(seq);
+                }
+            }
+            for (ep, seq) in &doomed {
+                deliveries.remove((ep.as_str(), *seq))?;
+            }
+            let mut old_events: Vec<(u64, String)> = Vec::new();
+            for entry in events.range::<u64>(..)? {
+                let (k, v) = entry?;
+                let e: Event = decode("events_v1", v.value())?;
+                if e.detected_ms < before_ms && !still_referenced.contains(&k.value()) {
+                    old_events.push((k.value(), e.id));
+                }
+            }
+            for (seq, id) in &old_events {
+                events.remove(*seq)?;
+                ids.remove(id.as_str())?;
+            }
+            doomed.len()
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Every endpoint's persistent state.
+    pub fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENDPOINTS)?;
+        let mut out = Vec::new();
+        for entry in t.range::<&str>(..)? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), decode("endpoints_v1", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Disables (with a reason) or re-enables an endpoint. Re-enabling makes its waiting lane
+    /// heads due now.
+    pub fn set_endpoint_disabled(
+        &self,
+        endpoint: &str,
+        disabled: Option<Disabled>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(ENDPOINTS)?;
+            let mut state: EndpointState = match t.get(endpoint)? {
+                Some(v) => decode("endpoints_v1", v.value())?,
+                None => EndpointState::default(),
+            };
+            let enabling = disabled.is_none() && state.disabled.is_some();
+            state.disabled = disabled;
+            t.insert(endpoint, encode(&state).as_slice())?;
+            if enabling {
+                let mut due = txn.open_table(DUE)?;
+                let mut deliveries = txn.open_table(DELIVERIES)?;
+                let mut heads: Vec<(i64, u64)> = Vec::new();
+                for entry in due.range::<(i64, &str, u64)>(..)? {
+                    let (k, _) = entry?;
+                    let (at, ep, seq) = k.value();
+                    if ep == endpoint && at > now_ms {
+                        heads.push((at, seq));
+                    }
+                }
+                for (at, seq) in heads {
+                    due.remove((at, endpoint, seq))?;
+                    due.insert((now_ms, endpoint, seq), ())?;
+                    let row: Option<Delivery> = match deliveries.get((endpoint, seq))? {
+                        Some(v) => Some(decode("deliveries_v1", v.value())?),
+                        None => None,
+                    };
+                    if let Some(mut d) = row {
+                        d.next_ms = now_ms;
+                        deliveries.insert((endpoint, seq), encode(&d).as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A cached token.
+    pub fn token(&self, key: &str) -> Result<Option<StoredToken>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TOKENS)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(decode("tokens_v1", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Caches a token (or forgets it with `None`).
+    pub fn set_token(&self, key: &str, token: Option<&StoredToken>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(TOKENS)?;
+            match token {
+                Some(tok) => {
+                    t.insert(key, encode(tok).as_slice())?;
+                }
+                None => {
+                    t.remove(key)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Removes from the due index any head of this lane other than `new_head` (the lane's invariant
+/// is a single due head), keeping their rows pending.
+fn demote_other_heads(
+    deliveries: &mut Table<'_, (&str, u64), &[u8]>,
+    due: &mut Table<'_, (i64, &str, u64), ()>,
+    lanes: &Table<'_, (&str, &str, u64), ()>,
+    ep: &str,
+    lane: &str,
+    new_head: u64,
+) -> Result<()> {
+    for entry in lanes.range((ep, lane, 0u64)..=(ep, lane, u64::MAX))? {
+        let (k, _) = entry?;
+        let seq = k.value().2;
+        if seq == new_head {
+            continue;
+        }
+        let row: Option<Delivery> = match deliveries.get((ep, seq))? {
+            Some(v) => Some(decode("deliveries_v1", v.value())?),
+            None => None,
+        };
+        if let Some(d) = row {
+            due.remove((d.next_ms, ep, seq))?;
+        }
+    }
+    Ok(())
+}
+
+/// A known booking's id and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Booking id.
+    pub id: String,
+    /// Cancelled when last seen.
+    pub cancelled: bool,
+    /// Confirmed to have left the polled window.
+    pub outside: bool,
+}
+
+fn known_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    src: &str,
+) -> Result<Vec<Known>> {
+    let mut out = Vec::new();
+    for entry in table.range((src, "")..)? {
+        let (k, v) = entry?;
+        let (s, id) = k.value();
+        if s != src {
+            break;
+        }
+        let b: StoredBooking = decode("snapshot_v1", v.value())?;
+        out.push(Known {
+            id: id.to_string(),
+            cancelled: b.cancelled,
+            outside: b.outside,
+        });
+    }
+    Ok(out)
 }
 
 fn promote(
@@ -447,6 +789,7 @@ pub struct PollTxn<'t> {
     lanes: Table<'t, (&'static str, &'static str, u64), ()>,
     due: Table<'t, (i64, &'static str, u64), ()>,
     meta: Table<'t, &'static str, u64>,
+    event_ids: Table<'t, &'static str, u64>,
     emitted: Vec<Event>,
 }
 
@@ -462,6 +805,7 @@ impl<'t> PollTxn<'t> {
             lanes: txn.open_table(LANES)?,
             due: txn.open_table(DUE)?,
             meta: txn.open_table(META)?,
+            event_ids: txn.open_table(EVENT_IDS)?,
             emitted: Vec::new(),
         })
     }
@@ -496,20 +840,9 @@ impl<'t> PollTxn<'t> {
         Ok(())
     }
 
-    /// Every known booking of this source: (id, cancelled).
-    pub fn known(&self) -> Result<Vec<(String, bool)>> {
-        let src = self.source.as_str();
-        let mut out = Vec::new();
-        for entry in self.snapshot.range((src, "")..)? {
-            let (k, v) = entry?;
-            let (s, id) = k.value();
-            if s != src {
-                break;
-            }
-            let b: StoredBooking = decode("snapshot_v1", v.value())?;
-            out.push((id.to_string(), b.cancelled));
-        }
-        Ok(out)
+    /// Every known booking of this source: (id, cancelled, outside the window).
+    pub fn known(&self) -> Result<Vec<Known>> {
+        known_in(&self.snapshot, &self.source)
     }
 
     /// Creates an event (id and sequence fixed now) and one pending delivery per endpoint, in
@@ -535,6 +868,7 @@ impl<'t> PollTxn<'t> {
             changes,
         };
         self.events.insert(seq, encode(&event).as_slice())?;
+        self.event_ids.insert(event.id.as_str(), seq)?;
         for ep in endpoints {
             let d = Delivery::new(ep, &event);
             self.deliveries.insert((*ep, seq), encode(&d).as_slice())?;
@@ -637,6 +971,7 @@ mod tests {
                     hash: "h".into(),
                     cancelled: false,
                     doc: json!({}),
+                    outside: false,
                 },
             )?;
             t.emit(EventKind::New, "b1", json!({}), vec![], &["ep"])?;
@@ -672,8 +1007,12 @@ mod tests {
         finish(&s, &item, DeliveryState::Dead, 10);
         assert_eq!(s.counts().unwrap().dead, 1);
         assert!(s.due(10, 10, &no_skip).unwrap().items.is_empty());
-        assert!(s.replay("ep", ev.seq, 20).unwrap());
-        assert!(!s.replay("ep", ev.seq, 20).unwrap());
+        let sel = ReplaySelector::Event {
+            id: ev.id.clone(),
+            endpoint: None,
+        };
+        assert_eq!(s.replay(&sel, 20).unwrap(), 1);
+        assert_eq!(s.replay(&sel, 20).unwrap(), 0, "already pending");
         let again = s.due(20, 10, &no_skip).unwrap().items.remove(0);
         assert_eq!(again.event.id, ev.id);
         assert_eq!(again.delivery.attempts, 0);
@@ -702,11 +1041,20 @@ mod tests {
             hash: "h".into(),
             cancelled: false,
             doc: json!({}),
+            outside: false,
         };
         s.write_poll("a", 1, |t| t.put("1", &b)).unwrap();
         s.write_poll("b", 1, |t| t.put("2", &b)).unwrap();
         s.write_poll("ab", 1, |t| t.put("3", &b)).unwrap();
         let known = s.write_poll("a", 1, |t| t.known()).unwrap();
-        assert_eq!(known, vec![("1".to_string(), false)]);
+        assert_eq!(
+            known,
+            vec![Known {
+                id: "1".into(),
+                cancelled: false,
+                outside: false
+            }]
+        );
+        assert_eq!(s.known("a").unwrap(), known);
     }
 }

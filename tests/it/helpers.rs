@@ -100,6 +100,7 @@ every = "1h"
 items = "/data"
 status = "/status"
 ignore_fields = ["/modifiedTime"]
+retry_backoff = "10ms"
 {extra}
 [sources.hotel.pagination]
 style = "next_link"

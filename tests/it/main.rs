@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod delivery_failures;
+mod endpoints;
 mod pipeline;
 mod poll_failures;
 mod restart;

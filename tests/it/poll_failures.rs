@@ -73,7 +73,8 @@ async fn an_error_status_on_a_later_page_commits_nothing() {
     let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
     let before = doc_of(&t, id);
     t.sim.modify_booking(id);
-    t.sim.fail_next(1, 500);
+    // More failures than the in-cycle retries (3): the cycle is abandoned.
+    t.sim.fail_next(4, 500);
     let e = t.app.poll_now("hotel").await.unwrap_err();
     assert!(e.to_string().contains("HTTP 500"), "{e}");
     assert_nothing_committed_then_recovers(&t, id, &before).await;
@@ -112,4 +113,19 @@ async fn max_pages_is_a_safety_valve() {
     .await;
     let e = t.app.poll_now("hotel").await.unwrap_err();
     assert!(e.to_string().contains("max_pages"), "{e}");
+}
+
+#[tokio::test]
+async fn a_transient_error_is_retried_within_the_cycle() {
+    let t = baseline_with_pages().await;
+    let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    t.sim.modify_booking(id);
+    let before = t.sim.requests();
+    t.sim.fail_next(2, 503);
+    assert_eq!(t.poll().await, 1);
+    assert_eq!(
+        t.sim.requests() - before,
+        3 + 2,
+        "three pages plus two retries"
+    );
 }

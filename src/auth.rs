@@ -1,0 +1,340 @@
+//! Authentication for outgoing requests (to sources and to endpoints): static credentials, and
+//! access tokens obtained by OAuth2 client credentials or by a refresh-token login (Beds24 v2).
+//!
+//! Tokens are cached in memory and in the store (a restart does not mint a new one: some APIs
+//! cap tokens per day), reused until shortly before expiry, dropped on a 401, and never logged.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::Utc;
+use reqwest::RequestBuilder;
+use url::Url;
+
+use crate::config::Secret;
+use crate::store::{Store, StoredToken};
+
+/// How requests are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Nothing.
+    None,
+    /// A secret header (e.g. Beds24's `token`, Smoobu's `Api-Key`).
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: Secret,
+    },
+    /// A secret query parameter.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Parameter value.
+        value: Secret,
+    },
+    /// HTTP Basic.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer <token>` with a static token.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+    /// OAuth2 client credentials: a form POST to `token_url`, then `Authorization: Bearer`.
+    OAuth2 {
+        /// Token endpoint.
+        token_url: Url,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        secret: Secret,
+        /// Optional scope.
+        scope: Option<String>,
+    },
+    /// A login flow: GET `token_url` with the refresh token in `refresh_header`; the answer's
+    /// `token_pointer` is the access token (sent in `header`), `expires_pointer` its lifetime in
+    /// seconds.
+    TokenRefresh {
+        /// Token endpoint.
+        token_url: Url,
+        /// Header carrying the refresh token.
+        refresh_header: String,
+        /// The refresh token.
+        secret: Secret,
+        /// JSON Pointer to the access token in the answer.
+        token_pointer: String,
+        /// JSON Pointer to the lifetime (seconds) in the answer.
+        expires_pointer: String,
+        /// Header the access token is sent in.
+        header: String,
+    },
+}
+
+/// Why a token could not be obtained. Never contains a secret or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token endpoint could not be reached.
+    #[error("token request to {url} failed: {reason}")]
+    Request {
+        /// Token URL without its query.
+        url: String,
+        /// Transport error.
+        reason: String,
+    },
+    /// The token endpoint refused.
+    #[error("token request to {url} answered HTTP {status}")]
+    Status {
+        /// Token URL without its query.
+        url: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The answer had no token.
+    #[error("token answer from {url} has no token at {pointer}")]
+    NoToken {
+        /// Token URL without its query.
+        url: String,
+        /// The pointer looked at.
+        pointer: String,
+    },
+}
+
+/// Refresh this long before a token expires.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Lifetime assumed when a token answer does not say.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Applies one [`Auth`] to requests, minting and caching tokens as needed.
+pub struct Authorizer {
+    auth: Auth,
+    cache_key: String,
+    store: Store,
+    http: reqwest::Client,
+    cached: tokio::sync::Mutex<Option<StoredToken>>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authorizer({})", self.cache_key)
+    }
+}
+
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+impl Authorizer {
+    /// `cache_key` names the token in the store (e.g. `source:hotel`).
+    pub fn new(
+        auth: Auth,
+        cache_key: String,
+        store: Store,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Authorizer {
+            auth,
+            cache_key,
+            store,
+            http,
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// True when a 401 may be cured by minting a new token.
+    pub fn uses_tokens(&self) -> bool {
+        matches!(self.auth, Auth::OAuth2 { .. } | Auth::TokenRefresh { .. })
+    }
+
+    /// Adds the credentials to a request.
+    pub async fn apply(&self, req: RequestBuilder) -> Result<RequestBuilder, AuthError> {
+        Ok(match &self.auth {
+            Auth::None => req,
+            Auth::Header { name, value } => req.header(name.as_str(), sensitive(value.expose())),
+            Auth::Query { name, value } => req.query(&[(name.as_str(), value.expose())]),
+            Auth::Basic { username, password } => {
+                let raw = format!("{username}:{}", password.expose());
+                let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+                req.header("authorization", sensitive(&format!("Basic {b64}")))
+            }
+            Auth::Bearer { token } => req.header(
+                "authorization",
+                sensitive(&format!("Bearer {}", token.expose())),
+            ),
+            Auth::OAuth2 { .. } => {
+                let t = self.token().await?;
+                req.header("authorization", sensitive(&format!("Bearer {t}")))
+            }
+            Auth::TokenRefresh { header, .. } => {
+                let t = self.token().await?;
+                req.header(header.as_str(), sensitive(&t))
+            }
+        })
+    }
+
+    /// Forgets the current token (after a 401), so the next [`Authorizer::apply`] mints one.
+    pub async fn invalidate(&self) {
+        let mut cached = self.cached.lock().await;
+        *cached = None;
+        let store = self.store.clone();
+        let key = self.cache_key.clone();
+        if let Err(e) = store.run(move |s| s.set_token(&key, None)).await {
+            tracing::warn!(error = %e, "cannot forget a cached token");
+        }
+    }
+
+    /// The current access token, minting one if none is cached or it is about to expire.
+    pub async fn token(&self) -> Result<String, AuthError> {
+        let now = Utc::now().timestamp_millis();
+        let fresh = |t: &StoredToken| t.expires_ms - now > REFRESH_MARGIN.as_millis() as i64;
+        let mut cached = self.cached.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| fresh(t)) {
+            return Ok(t.token.clone());
+        }
+        let key = self.cache_key.clone();
+        if let Ok(Some(t)) = self.store.run(move |s| s.token(&key)).await
+            && fresh(&t)
+        {
+            let token = t.token.clone();
+            *cached = Some(t);
+            return Ok(token);
+        }
+        let t = self.mint().await?;
+        let token = t.token.clone();
+        let key = self.cache_key.clone();
+        let persisted = t.clone();
+        if let Err(e) = self
+            .store
+            .run(move |s| s.set_token(&key, Some(&persisted)))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot persist a new token; it will be minted again after a restart");
+        }
+        *cached = Some(t);
+        Ok(token)
+    }
+
+    async fn mint(&self) -> Result<StoredToken, AuthError> {
+        let (url, req, token_pointer, expires_pointer) = match &self.auth {
+            Auth::OAuth2 {
+                token_url,
+                client_id,
+                secret,
+                scope,
+            } => {
+                let mut form = vec![
+                    ("grant_type", "client_credentials".to_string()),
+                    ("client_id", client_id.clone()),
+                    ("client_secret", secret.expose().to_string()),
+                ];
+                if let Some(s) = scope {
+                    form.push(("scope", s.clone()));
+                }
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish();
+                let req = self
+                    .http
+                    .post(token_url.clone())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("accept", "application/json")
+                    .body(body);
+                (token_url, req, "/access_token", "/expires_in")
+            }
+            Auth::TokenRefresh {
+                token_url,
+                refresh_header,
+                secret,
+                token_pointer,
+                expires_pointer,
+                ..
+            } => {
+                let req = self
+                    .http
+                    .get(token_url.clone())
+                    .header(refresh_header.as_str(), sensitive(secret.expose()))
+                    .header("accept", "application/json");
+                (
+                    token_url,
+                    req,
+                    token_pointer.as_str(),
+                    expires_pointer.as_str(),
+                )
+            }
+            _ => {
+                return Err(AuthError::NoToken {
+                    url: String::new(),
+                    pointer: String::new(),
+                });
+            }
+        };
+        let resp = req.send().await.map_err(|e| AuthError::Request {
+            url: shown(url),
+            reason: crate::source::describe_reqwest(e),
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(AuthError::Status {
+                url: shown(url),
+                status: status.as_u16(),
+            });
+        }
+        let body = crate::source::read_capped(resp, 1024 * 1024)
+            .await
+            .map_err(|reason| AuthError::Request {
+                url: shown(url),
+                reason,
+            })?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| AuthError::NoToken {
+                url: shown(url),
+                pointer: token_pointer.to_string(),
+            })?;
+        let token = doc
+            .pointer(token_pointer)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthError::NoToken {
+                url: shown(url),
+                pointer: token_pointer.to_string(),
+            })?
+            .to_string();
+        let lifetime = doc
+            .pointer(expires_pointer)
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        tracing::info!(auth = %self.cache_key, lifetime_secs = lifetime.as_secs(), "obtained a new access token");
+        Ok(StoredToken {
+            token,
+            expires_ms: Utc::now().timestamp_millis() + lifetime.as_millis() as i64,
+        })
+    }
+}
+
+fn sensitive(v: &str) -> reqwest::header::HeaderValue {
+    match reqwest::header::HeaderValue::from_str(v) {
+        Ok(mut h) => {
+            h.set_sensitive(true);
+            h
+        }
+        // Validated at config time; an invalid value cannot reach here, but never panic.
+        Err(_) => reqwest::header::HeaderValue::from_static(""),
+    }
+}
