@@ -295,6 +295,10 @@ pub mod raw {
         pub failing_after: Option<String>,
         pub bookid_param: Option<String>,
         pub status_param: Option<String>,
+        pub preset: Option<String>,
+        pub body: Option<serde_json::Value>,
+        #[serde(default)]
+        pub variables: BTreeMap<String, String>,
     }
 }
 
@@ -659,6 +663,14 @@ pub struct EndpointConfig {
     pub bookid_param: String,
     /// v1: name of the status parameter.
     pub status_param: String,
+    /// v2 body shape.
+    pub preset: crate::presets::BodyPreset,
+    /// v2 custom body template (overrides the preset).
+    pub body: Option<crate::template::TemplateTree>,
+    /// The URL as a template, when it contains placeholders (values are percent-encoded).
+    pub url_template: Option<Template>,
+    /// Beds24-style `[NAME]` variables: name -> JSON Pointer into the booking.
+    pub variables: BTreeMap<String, String>,
 }
 
 impl EndpointConfig {
@@ -1131,6 +1143,55 @@ impl Validator {
             self.bad(key, e.to_string());
         }
         body
+    }
+
+    /// An endpoint URL, possibly with `{{ ... }}` placeholders or Beds24 `[NAME]` variables. The
+    /// scheme, host and port must be literal, so no value can redirect a delivery elsewhere.
+    fn endpoint_url(
+        &mut self,
+        key: &str,
+        text: Option<&str>,
+        variables: &BTreeMap<String, String>,
+    ) -> (Option<Url>, Option<Template>) {
+        let Some(text) = text else {
+            self.bad(key, "is required: the http:// or https:// URL");
+            return (None, None);
+        };
+        let converted = crate::template::from_beds24_brackets(text, &|n| variables.contains_key(n));
+        if !converted.contains("{{") {
+            return (self.url(key, Some(text)), None);
+        }
+        let template = match Template::parse(&converted)
+            .and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.bad(key, e.to_string());
+                return (None, None);
+            }
+        };
+        let authority_end = converted
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|start| converted[start..].find(['/', '?', '#']).map(|j| start + j))
+            .unwrap_or(converted.len());
+        if converted[..authority_end].contains("{{") {
+            self.bad(key, "placeholders may appear in the path and query only, never in the scheme, host or port");
+            return (None, None);
+        }
+        // Validate the literal shape with placeholders filled in.
+        let mut sample = String::new();
+        let mut rest = converted.as_str();
+        while let Some(i) = rest.find("{{") {
+            sample.push_str(&rest[..i]);
+            sample.push('x');
+            rest = rest[i..]
+                .find("}}")
+                .map(|j| &rest[i + j + 2..])
+                .unwrap_or("");
+        }
+        sample.push_str(rest);
+        (self.url(key, Some(&sample)), Some(template))
     }
 
     fn source(&mut self, name: &str, rs: raw::RawSource) -> Option<SourceConfig> {
@@ -1763,7 +1824,23 @@ impl Validator {
     ) -> Option<EndpointConfig> {
         let k = |f: &str| format!("endpoints.{name}.{f}");
         self.name(&format!("endpoints.{name}"), name);
-        let url = self.url(&k("url"), re.url.as_deref());
+        let mut variables: BTreeMap<String, String> = crate::delivery::BEDS24_VARIABLES
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        for (n, p) in &re.variables {
+            let key = format!("{}.{n}", k("variables"));
+            if !n
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                || n.is_empty()
+            {
+                self.bad(&key, "variable names are written in capitals, like Beds24's: BOOKID, PROPERTYID, GUESTNAME");
+            }
+            self.pointer(&key, p);
+            variables.insert(n.clone(), p.clone());
+        }
+        let (url, url_template) = self.endpoint_url(&k("url"), re.url.as_deref(), &variables);
         let format = match re.format.as_deref() {
             Some("v1") => Format::V1,
             None | Some("v2") => Format::V2,
@@ -1900,6 +1977,32 @@ impl Validator {
             re.failing_after.as_deref(),
             Duration::from_secs(3600),
         );
+        let preset = match re.preset.as_deref() {
+            None => crate::presets::BodyPreset::Pollhook,
+            Some(p) => crate::presets::BodyPreset::parse(p).unwrap_or_else(|| {
+                self.bad(k("preset"), format!("`{p}` is not valid; use \"pollhook\", \"beds24\", \"stayntouch\" or \"zenoti\""));
+                crate::presets::BodyPreset::Pollhook
+            }),
+        };
+        if format == Format::V1 && (re.preset.is_some() || re.body.is_some()) {
+            self.bad(k("format"), "`preset` and `body` shape v2 bodies; a v1 endpoint sends no body. Use format = \"v2\" or remove them");
+        }
+        if re.preset.is_some() && re.body.is_some() {
+            self.bad(k("body"), "give either `preset` or `body`, not both");
+        }
+        let body = re.body.and_then(|b| {
+            if !b.is_object() && !b.is_array() {
+                self.bad(k("body"), "must be a table (the JSON body), with {{ ... }} templates in its strings");
+                return None;
+            }
+            match crate::template::TemplateTree::parse(&b).and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, booking/<pointer>, beds24.<VARIABLE>, now"));
+                    None
+                }
+            }
+        });
         let bookid_param = re.bookid_param.unwrap_or_else(|| "bookid".into());
         let status_param = re.status_param.unwrap_or_else(|| "status".into());
         for (field, v) in [
@@ -1929,6 +2032,10 @@ impl Validator {
             failing_after,
             bookid_param,
             status_param,
+            preset,
+            body,
+            url_template,
+            variables,
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -55,30 +55,142 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
-/// The v2 envelope (documented in README and `docs/envelope.schema.json`).
-pub fn v2_envelope(event: &Event) -> Value {
-    let mut v = json!({
-        "id": event.id,
-        "type": event.kind.event_type(),
-        "status": event.kind.status_word(),
-        "detected_at": rfc3339(event.detected_ms),
-        "source": event.source,
-        "booking_id": event.booking_id,
-        "sequence": event.seq,
-        "booking": event.booking,
-    });
-    if !event.changes.is_empty() {
-        v["changes"] = serde_json::to_value(&event.changes).unwrap_or(Value::Null);
-    }
-    v
+/// Beds24 notify-URL variables and where pollhook finds them in a Beds24 API v2 booking by
+/// default (`variables` in an endpoint's config overrides or adds). `BOOKID` is always the
+/// booking id pollhook tracks.
+pub const BEDS24_VARIABLES: &[(&str, &str)] = &[
+    ("PROPERTYID", "/propertyId"),
+    ("ROOMID", "/roomId"),
+    ("UNITID", "/unitId"),
+    ("GROUPID", "/masterId"),
+    ("STATUS", "/status"),
+    ("FIRSTNIGHT", "/arrival"),
+    ("LEAVINGDAY", "/departure"),
+    ("NUMADULT", "/numAdult"),
+    ("NUMCHILD", "/numChild"),
+    ("GUESTTITLE", "/title"),
+    ("GUESTFIRSTNAME", "/firstName"),
+    ("GUESTNAME", "/lastName"),
+    ("GUESTLASTNAME", "/lastName"),
+    ("GUESTEMAIL", "/email"),
+    ("GUESTPHONE", "/phone"),
+    ("GUESTCOMPANY", "/company"),
+    ("PRICE", "/price"),
+    ("REFERENCE", "/reference"),
+    ("REFERER", "/referer"),
+    ("REFERRER", "/referer"),
+    ("APISOURCE", "/apiSource"),
+    ("BOOKID", ""),
+    ("REFERENCENUMBER", ""),
+];
+
+/// Names that endpoint templates (URL and body) may use.
+pub const DELIVERY_NAMES: &[&str] = &["event", "booking", "beds24", "now", "today"];
+
+/// What an endpoint template sees: the event, the attempt number and the booking.
+pub struct DeliveryContext<'a> {
+    /// The event.
+    pub event: &'a Event,
+    /// Attempt number (1 for the first try).
+    pub attempt: u32,
+    /// Beds24-style variables: name -> pointer.
+    pub variables: &'a std::collections::BTreeMap<String, String>,
+    /// The clock.
+    pub now: chrono::DateTime<Utc>,
 }
 
-/// Renders an event for an endpoint. v1 appends `bookid` and `status` to the URL's existing
-/// query string (percent-encoded by `url`); v2 serialises the envelope.
-pub fn render(ep: &EndpointConfig, event: &Event) -> Rendered {
-    match ep.format {
+impl crate::template::Context for DeliveryContext<'_> {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.now
+    }
+    fn name(&self, name: &str) -> Option<crate::template::Val> {
+        use crate::template::Val;
+        let e = self.event;
+        let json = |v: Value| Some(Val::Json(v));
+        match name {
+            "event.id" => json(Value::String(e.id.clone())),
+            "event.type" => json(Value::String(e.kind.event_type().into())),
+            "event.status" => json(Value::String(e.kind.status_word().into())),
+            "event.source" => json(Value::String(e.source.clone())),
+            "event.booking_id" => json(Value::String(e.booking_id.clone())),
+            "event.sequence" => json(Value::from(e.seq)),
+            "event.attempt" => json(Value::from(self.attempt)),
+            "event.detected_at" => {
+                chrono::DateTime::<Utc>::from_timestamp_millis(e.detected_ms).map(Val::Time)
+            }
+            "event.changes" => json(serde_json::to_value(&e.changes).unwrap_or(Value::Null)),
+            other => {
+                let var = other.strip_prefix("beds24.")?;
+                match var {
+                    "BOOKID" | "REFERENCENUMBER" => json(Value::String(e.booking_id.clone())),
+                    _ => {
+                        let p = self.variables.get(var)?;
+                        e.booking.pointer(p).cloned().map(Val::Json)
+                    }
+                }
+            }
+        }
+    }
+    fn pointer(&self, root: &str, pointer: &str) -> Option<Value> {
+        match root {
+            "booking" => self.event.booking.pointer(pointer).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// The v2 body of an event for an endpoint: its custom template, else its preset.
+pub fn v2_body(
+    ep: &EndpointConfig,
+    event: &Event,
+    attempt: u32,
+    now: chrono::DateTime<Utc>,
+) -> Result<Value, String> {
+    match &ep.body {
+        Some(tree) => {
+            let ctx = DeliveryContext {
+                event,
+                attempt,
+                variables: &ep.variables,
+                now,
+            };
+            tree.render(&ctx)
+                .map_err(|e| format!("endpoints.{}.body: {e}", ep.name))
+        }
+        None => Ok(crate::presets::render(ep.preset, event, attempt)),
+    }
+}
+
+/// Renders an event for an endpoint. v1 appends `bookid` and `status` (names configurable) to
+/// the URL's existing query string; v2 builds the body. Every value placed in the URL is
+/// percent-encoded, so it can never add a parameter or change the path or host.
+pub fn render(ep: &EndpointConfig, event: &Event, attempt: u32) -> Result<Rendered, String> {
+    let now = Utc::now();
+    let mut url = match &ep.url_template {
+        None => ep.url.clone(),
+        Some(t) => {
+            let ctx = DeliveryContext {
+                event,
+                attempt,
+                variables: &ep.variables,
+                now,
+            };
+            let text = t
+                .render(&ctx, crate::template::Escape::UrlComponent)
+                .map_err(|e| format!("endpoints.{}.url: {e}", ep.name))?;
+            let u = Url::parse(&text)
+                .map_err(|e| format!("endpoints.{}.url: rendered URL is invalid: {e}", ep.name))?;
+            if u.origin() != ep.url.origin() {
+                return Err(format!(
+                    "endpoints.{}.url: rendered URL changed host",
+                    ep.name
+                ));
+            }
+            u
+        }
+    };
+    Ok(match ep.format {
         Format::V1 => {
-            let mut url = ep.url.clone();
             url.query_pairs_mut()
                 .append_pair(&ep.bookid_param, &event.booking_id)
                 .append_pair(&ep.status_param, event.kind.status_word());
@@ -91,11 +203,11 @@ pub fn render(ep: &EndpointConfig, event: &Event) -> Rendered {
         }
         Format::V2 => Rendered {
             method: ep.method_for(event.kind),
-            url: ep.url.clone(),
-            body: serde_json::to_vec(&v2_envelope(event)).unwrap_or_default(),
+            url,
+            body: serde_json::to_vec(&v2_body(ep, event, attempt, now)?).unwrap_or_default(),
             content_type: Some("application/json"),
         },
-    }
+    })
 }
 
 /// Parses `Retry-After` (delta seconds or an HTTP date) relative to `now`.
@@ -590,9 +702,33 @@ async fn attempt(
 ) -> (Delivery, i64, Arc<Event>) {
     let DueItem { delivery, event } = item;
     let prev_next = delivery.next_ms;
-    let rendered = render(&ep.cfg, &event);
     let started = Instant::now();
     let at_ms = now_ms();
+    let rendered = match render(&ep.cfg, &event, delivery.attempts + 1) {
+        Ok(r) => r,
+        Err(error) => {
+            // A template that cannot be rendered is retried on schedule (fix the config and
+            // reload) and ends as a dead letter like any other failure.
+            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, %error, "cannot render the request");
+            let attempt = Attempt {
+                at_ms,
+                status: None,
+                error: Some(error),
+                latency_ms: 0,
+                body: String::new(),
+            };
+            let settle_now = now_ms().max(now_ms_at_fetch);
+            let row = settle(
+                delivery,
+                &ep.cfg,
+                attempt,
+                AttemptResult::Transport,
+                settle_now,
+                rand::random::<f64>(),
+            );
+            return (row, prev_next, event);
+        }
+    };
     let ts = at_ms / 1000;
     let mut headers = HeaderMap::new();
     for (k, v) in &ep.cfg.headers {
@@ -695,6 +831,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::outbox::{EventKind, FieldChange};
+    use serde_json::json;
 
     fn endpoint(extra: &str) -> EndpointConfig {
         let text = format!(
@@ -726,7 +863,7 @@ mod tests {
     #[test]
     fn v1_appends_to_the_existing_query_and_encodes_values() {
         let ep = endpoint("url = \"https://crm.test/hook?key=abc\"\nformat = \"v1\"");
-        let r = render(&ep, &event("12&status=cancel#x"));
+        let r = render(&ep, &event("12&status=cancel#x"), 1).unwrap();
         assert_eq!(r.method, reqwest::Method::GET);
         assert_eq!(
             r.url.as_str(),
@@ -737,7 +874,7 @@ mod tests {
         assert!(r.body.is_empty());
         let plain = endpoint("url = \"https://crm.test/hook\"\nformat = \"v1\"");
         assert_eq!(
-            render(&plain, &event("7")).url.as_str(),
+            render(&plain, &event("7"), 1).unwrap().url.as_str(),
             "https://crm.test/hook?bookid=7&status=modify"
         );
     }
@@ -745,7 +882,7 @@ mod tests {
     #[test]
     fn v2_envelope_carries_everything() {
         let ep = endpoint("url = \"https://crm.test/hook\"");
-        let r = render(&ep, &event("7"));
+        let r = render(&ep, &event("7"), 1).unwrap();
         assert_eq!(r.method, reqwest::Method::POST);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["id"], "evt_1");
@@ -757,6 +894,85 @@ mod tests {
         assert_eq!(v["booking"]["guest"], "Zoë & \"Bob\"");
         assert_eq!(v["changes"][0]["path"], "/guest");
         assert_eq!(v["changes"][0]["old"], "Zoë");
+    }
+
+    #[test]
+    fn v1_url_variables_are_filled_and_encoded_and_cannot_inject() {
+        let ep = endpoint(
+            "url = \"https://crm.test/p/[PROPERTYID]/notify?guest=[GUESTNAME]&room={{ booking/roomId }}&r=roomId[]\"\nformat = \"v1\"\nvariables = { ROOMNAME = \"/room/name\" }",
+        );
+        let mut ev = event("9");
+        ev.booking =
+            json!({"propertyId": "12/../admin", "lastName": "O'Brien & Co=x?#", "roomId": 3});
+        let r = render(&ep, &ev, 1).unwrap();
+        assert_eq!(r.url.host_str(), Some("crm.test"));
+        assert_eq!(
+            r.url.path(),
+            "/p/12%2F..%2Fadmin/notify",
+            "a value cannot change the path"
+        );
+        let pairs: Vec<(String, String)> = r.url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("guest".to_string(), "O'Brien & Co=x?#".to_string()),
+                ("room".into(), "3".into()),
+                ("r".into(), "roomId[]".into()),
+                ("bookid".into(), "9".into()),
+                ("status".into(), "modify".into()),
+            ],
+            "a value can never add a parameter"
+        );
+    }
+
+    #[test]
+    fn placeholders_in_the_host_are_refused() {
+        let text = "[sources.s]\nurl = \"http://127.0.0.1:1/\"\nevery = \"1m\"\n[endpoints.e]\nurl = \"https://{{ booking/host }}.test/x\"\n";
+        let e = Config::from_toml_str(text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoints.e.url") && e.contains("host"), "{e}");
+        let text = text.replace("{{ booking/host }}.test", "crm.test/{{ nonsense.x }}");
+        let e = Config::from_toml_str(&text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoints.e.url"), "{e}");
+    }
+
+    #[test]
+    fn custom_bodies_are_json_encoded_whatever_the_values() {
+        let ep = endpoint(
+            "url = \"https://crm.test/h\"\nbody = { id = \"{{ event.id }}\", kind = \"{{ event.status }}\", guest = \"{{ booking/guest }}\", note = \"Guest: {{ booking/guest }}\", seq = \"{{ event.sequence }}\", try = \"{{ event.attempt }}\", changes = \"{{ event.changes }}\", missing = \"{{ booking/nope }}\" }",
+        );
+        let r = render(&ep, &event("7"), 3).unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["kind"], "modify");
+        assert_eq!(v["guest"], "Zoë & \"Bob\"");
+        assert_eq!(v["note"], "Guest: Zoë & \"Bob\"");
+        assert_eq!(v["seq"], 9);
+        assert_eq!(v["try"], 3);
+        assert_eq!(v["changes"][0]["path"], "/guest");
+        assert_eq!(v["missing"], Value::Null);
+    }
+
+    #[test]
+    fn presets_are_selected_per_endpoint() {
+        let ep = endpoint("url = \"https://crm.test/h\"\npreset = \"beds24\"");
+        let v: Value = serde_json::from_slice(&render(&ep, &event("7"), 3).unwrap().body).unwrap();
+        assert_eq!(v["retries"], 2);
+        assert_eq!(v["booking"]["id"], "7");
+        let ep = endpoint("url = \"https://crm.test/h\"\npreset = \"stayntouch\"");
+        let v: Value = serde_json::from_slice(&render(&ep, &event("7"), 1).unwrap().body).unwrap();
+        assert_eq!(v["event"], "edit_reservation");
+        let bad = "[sources.s]\nurl = \"http://127.0.0.1:1/\"\nevery = \"1m\"\n[endpoints.e]\nurl = \"https://x.test/\"\npreset = \"acme\"\n";
+        let e = Config::from_toml_str(bad, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("endpoints.e.preset") && e.contains("stayntouch"),
+            "{e}"
+        );
     }
 
     #[test]

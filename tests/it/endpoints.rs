@@ -427,3 +427,125 @@ async fn one_endpoint_can_serve_several_sources() {
     sources.sort();
     assert_eq!(sources, ["hotel", "villa"]);
 }
+
+#[tokio::test]
+async fn vendor_presets_arrive_in_the_vendors_shapes() {
+    let t = spawn_app(Options {
+        endpoints: r#"
+[endpoints.beds24]
+url = "{RECEIVER}/beds24"
+preset = "beds24"
+retry_schedule = ["0s", "1s"]
+[endpoints.stayntouch]
+url = "{RECEIVER}/snt"
+preset = "stayntouch"
+[endpoints.zenoti]
+url = "{RECEIVER}/zenoti"
+preset = "zenoti"
+method = "PUT"
+"#
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    let id = t.sim.create_booking();
+    t.poll().await;
+    t.sim.cancel_booking(id);
+    t.poll().await;
+    // The Beds24 receiver fails the first attempt: the retry says so in `retries`.
+    t.receiver.fail_next(1, 500);
+    let start = now_ms();
+    t.app.deliver_due_at(start).await.unwrap();
+    t.app.deliver_due_at(start + HOUR_MS).await.unwrap();
+    t.app.deliver_due_at(start + 2 * HOUR_MS).await.unwrap();
+    let by = |p: &str| -> Vec<serde_json::Value> {
+        t.receiver
+            .received()
+            .iter()
+            .filter(|r| r.path == p)
+            .map(|r| r.json().unwrap())
+            .collect()
+    };
+
+    let beds = by("/beds24");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&beds[0]),
+        [
+            "booking",
+            "infoItems",
+            "invoiceItems",
+            "messages",
+            "retries",
+            "timeStamp"
+        ]
+    );
+    assert_eq!(beds[0]["booking"]["id"], id);
+    let retries: Vec<u64> = beds
+        .iter()
+        .map(|b| b["retries"].as_u64().unwrap())
+        .collect();
+    assert!(
+        retries.contains(&1),
+        "a retried Beds24 body counts the retry: {retries:?}"
+    );
+
+    let snt = by("/snt");
+    assert_eq!(snt.len(), 2);
+    assert_eq!(snt[0]["event"], "create_reservation");
+    assert_eq!(snt[1]["event"], "cancel_reservation");
+    assert_eq!(snt[0]["object"], "event");
+    assert_eq!(snt[0]["data"]["id"], id);
+
+    let zen = by("/zenoti");
+    assert_eq!(zen.len(), 2);
+    assert_eq!(zen[0]["event_schema"], "v1");
+    assert_eq!(zen[0]["event_type"], "Appointment.Created");
+    assert_eq!(zen[1]["event_type"], "Appointment.Cancelled");
+    assert!(
+        t.receiver
+            .received()
+            .iter()
+            .filter(|r| r.path == "/zenoti")
+            .all(|r| r.method == "PUT")
+    );
+}
+
+#[tokio::test]
+async fn signatures_verify_with_either_secret_during_a_rotation() {
+    const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("new"), NEW).unwrap();
+    let t = spawn_app(Options {
+        endpoints: format!(
+            r#"
+[endpoints.crm]
+url = "{{RECEIVER}}/crm"
+secrets = [{{ file = "{{SECRET_FILE}}" }}, {{ file = "{new}" }}]
+"#,
+            new = dir.path().join("new").display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    t.sim.create_booking();
+    t.poll().await;
+    t.deliver().await;
+    let r = &t.accepted()[0];
+    assert_eq!(r.header("webhook-signature").unwrap().split(' ').count(), 2);
+    for secret in [SECRET, NEW] {
+        let wh = standardwebhooks::Webhook::new(secret).unwrap();
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, r.header(name).unwrap().parse().unwrap());
+        }
+        wh.verify(&r.body, &headers)
+            .unwrap_or_else(|e| panic!("{secret}: {e:?}"));
+    }
+}
