@@ -45,6 +45,47 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// List deliveries through a running daemon's admin API (dead letters by default).
+    Deliveries {
+        /// Admin API address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
+        admin: String,
+        /// dead, pending or delivered.
+        #[arg(long, default_value = "dead")]
+        state: String,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Replay deliveries through a running daemon's admin API; event ids are kept.
+    Replay {
+        /// Admin API address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
+        admin: String,
+        /// Replay one event (its `evt_...` id).
+        #[arg(long, value_name = "EVENT_ID", conflicts_with_all = ["dead_of", "from"])]
+        event: Option<String>,
+        /// Replay every dead letter of this endpoint.
+        #[arg(long, value_name = "ENDPOINT", conflicts_with = "from")]
+        dead_of: Option<String>,
+        /// Replay every event detected from this RFC 3339 time...
+        #[arg(long, value_name = "TIME", requires = "to")]
+        from: Option<String>,
+        /// ...until this one.
+        #[arg(long, value_name = "TIME", requires = "from")]
+        to: Option<String>,
+        /// Only this endpoint (with --event or --from/--to).
+        #[arg(long, value_name = "ENDPOINT")]
+        endpoint: Option<String>,
+    },
+    /// Re-enable an endpoint that was disabled after answering 410 Gone.
+    Enable {
+        /// Endpoint name.
+        endpoint: String,
+        /// Admin API address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
+        admin: String,
+    },
     /// Run a self-contained demo on loopback: simulated booking API -> pollhook -> receiver.
     Demo {
         /// Stop after this long (e.g. "60s"); default: until Ctrl-C.
@@ -183,6 +224,27 @@ async fn run_with_reload(
     }
 }
 
+async fn admin_call(method: reqwest::Method, url: &str) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let resp = client.request(method, url).send().await.with_context(|| {
+        format!(
+            "cannot reach the admin API at {url} (is the daemon running with [admin] listen on?)"
+        )
+    })?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("{}", body.trim_end());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{status}: {}", body.trim_end());
+        Ok(ExitCode::from(1))
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
@@ -260,6 +322,56 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Deliveries {
+            admin,
+            state,
+            limit,
+        } => {
+            let url = format!(
+                "{}/deliveries?state={state}&limit={limit}",
+                admin.trim_end_matches('/')
+            );
+            admin_call(reqwest::Method::GET, &url).await
+        }
+        Command::Replay {
+            admin,
+            event,
+            dead_of,
+            from,
+            to,
+            endpoint,
+        } => {
+            let base = admin.trim_end_matches('/');
+            let mut url = match (event, dead_of, from, to) {
+                (Some(id), None, None, None) => {
+                    url::Url::parse(&format!("{base}/events/{id}/replay"))?
+                }
+                (None, Some(ep), None, None) => {
+                    url::Url::parse(&format!("{base}/endpoints/{ep}/replay-dead"))?
+                }
+                (None, None, Some(from), Some(to)) => {
+                    let mut u = url::Url::parse(&format!("{base}/replay"))?;
+                    u.query_pairs_mut()
+                        .append_pair("from", &from)
+                        .append_pair("to", &to);
+                    u
+                }
+                _ => anyhow::bail!(
+                    "say what to replay: --event ID, --dead-of ENDPOINT, or --from TIME --to TIME"
+                ),
+            };
+            if let Some(ep) = endpoint {
+                url.query_pairs_mut().append_pair("endpoint", &ep);
+            }
+            admin_call(reqwest::Method::POST, url.as_str()).await
+        }
+        Command::Enable { endpoint, admin } => {
+            let url = format!(
+                "{}/endpoints/{endpoint}/enable",
+                admin.trim_end_matches('/')
+            );
+            admin_call(reqwest::Method::POST, &url).await
         }
         Command::Demo {
             duration,

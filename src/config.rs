@@ -194,6 +194,8 @@ pub mod raw {
         pub rate_limit_remaining_headers: Vec<String>,
         #[serde(default)]
         pub rate_limit_reset_headers: Vec<String>,
+        #[serde(default)]
+        pub secrets: BTreeMap<String, RawSecret>,
         pub id: Option<OneOrMany>,
         pub status: Option<String>,
         pub cancelled_values: Option<Vec<String>>,
@@ -583,6 +585,9 @@ pub struct SourceConfig {
     pub politeness: Politeness,
     /// Time zone for `today` in templates and for cron schedules.
     pub tz: chrono_tz::Tz,
+    /// Named secrets for request templates (`{{ secret.NAME }}`), e.g. credentials that an API
+    /// wants inside the body.
+    pub secrets: BTreeMap<String, Secret>,
     /// Static, non-secret headers.
     pub headers: Vec<(String, String)>,
     /// Authentication.
@@ -1269,7 +1274,13 @@ impl Validator {
                 ResponseFormat::Json
             }
         };
-        let base_names: &[&str] = &["now", "today"];
+        let mut secrets = BTreeMap::new();
+        for (n, raw) in &rs.secrets {
+            if let Some(v) = self.secret(&format!("{}.{n}", k("secrets")), raw) {
+                secrets.insert(n.clone(), v);
+            }
+        }
+        let base_names: &[&str] = &["now", "today", "secret"];
         let query = self.params(&k("query"), &rs.query, base_names);
         let array_style = match rs.array_style.as_deref() {
             None | Some("repeat") => ArrayStyle::Repeat,
@@ -1329,7 +1340,7 @@ impl Validator {
         };
         let incremental = match (sync, rs.incremental) {
             (SyncMode::Incremental, Some(inc)) => {
-                let names: &[&str] = &["now", "today", "watermark"];
+                let names: &[&str] = &["now", "today", "watermark", "secret"];
                 let key = k("incremental");
                 let query = self.params(&format!("{key}.query"), &inc.query, names);
                 let body = inc
@@ -1473,7 +1484,7 @@ impl Validator {
         let lookup = match (on_disappear, rs.lookup) {
             (OnDisappear::Lookup, Some(l)) => {
                 let key = k("lookup");
-                let names: &[&str] = &["now", "today", "id"];
+                let names: &[&str] = &["now", "today", "id", "secret"];
                 let lookup_url = match l.url.as_deref() {
                     Some(u) => self.url(&format!("{key}.url"), Some(u)),
                     None => url.clone(),
@@ -1559,6 +1570,7 @@ impl Validator {
             lookup,
             politeness,
             tz,
+            secrets,
             headers: rs.headers.into_iter().collect(),
             auth,
             items,

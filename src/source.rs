@@ -224,14 +224,15 @@ pub fn describe_reqwest(e: reqwest::Error) -> String {
 }
 
 /// The values templates in a source request can use.
-struct RequestContext {
+struct RequestContext<'a> {
     now: DateTime<Utc>,
     tz: chrono_tz::Tz,
     watermark: Option<DateTime<Utc>>,
     id: Option<String>,
+    secrets: Option<&'a std::collections::BTreeMap<String, crate::config::Secret>>,
 }
 
-impl template::Context for RequestContext {
+impl template::Context for RequestContext<'_> {
     fn now(&self) -> DateTime<Utc> {
         self.now
     }
@@ -242,7 +243,11 @@ impl template::Context for RequestContext {
         match name {
             "watermark" => self.watermark.map(Val::Time),
             "id" => self.id.clone().map(|s| Val::Json(Value::String(s))),
-            _ => None,
+            other => {
+                let name = other.strip_prefix("secret.")?;
+                let secret = self.secrets?.get(name)?;
+                Some(Val::Json(Value::String(secret.expose().to_string())))
+            }
         }
     }
     fn pointer(&self, _root: &str, _pointer: &str) -> Option<Value> {
@@ -367,6 +372,7 @@ impl SourceClient {
                 _ => None,
             },
             id: None,
+            secrets: Some(&cfg.secrets),
         };
         let mut parts = Parts::default();
         render_params(&cfg.query, cfg.array_style, &ctx, &mut parts.query)?;
@@ -578,14 +584,14 @@ impl SourceClient {
             tz: cfg.tz,
             watermark: None,
             id: Some(id.to_string()),
+            secrets: Some(&cfg.secrets),
         };
+        // The lookup request is self-contained: the list request's filters (date windows,
+        // status sets) must not hide the very booking being looked up.
         let mut parts = Parts::default();
         render_params(&lookup.query, cfg.array_style, &ctx, &mut parts.query)?;
         if cfg.method == SourceMethod::Post || lookup.body.is_some() {
             let mut body = Map::new();
-            if let Some(b) = &cfg.body {
-                render_body(b, &ctx, &mut body)?;
-            }
             if let Some(b) = &lookup.body {
                 render_body(b, &ctx, &mut body)?;
             }

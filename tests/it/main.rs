@@ -9,4 +9,5 @@ mod delivery_failures;
 mod endpoints;
 mod pipeline;
 mod poll_failures;
+mod presets;
 mod restart;
