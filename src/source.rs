@@ -1103,6 +1103,7 @@ mod tests {
             tz: chrono_tz::UTC,
             watermark: None,
             id: None,
+            secrets: None,
         };
         for (style, expected) in [
             (
