@@ -38,6 +38,13 @@ pub enum Command {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also fetch one full cycle from each source (nothing is committed) and show what
+        /// pollhook understood: pages, bookings, a sample id and status, cancellations.
+        #[arg(long)]
+        probe: bool,
+        /// With --probe: only this source.
+        #[arg(long, value_name = "NAME", requires = "probe")]
+        source: Option<String>,
     },
     /// Poll every source once, then deliver what is due, then exit (for cron and debugging).
     Once {
@@ -224,6 +231,63 @@ async fn run_with_reload(
     }
 }
 
+async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let selected: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect();
+    if selected.is_empty() {
+        anyhow::bail!("no source named `{}`", only.unwrap_or_default());
+    }
+    for s in selected {
+        println!("{} ({}):", s.name, s.url);
+        match crate::poll::probe(s).await {
+            Ok(r) => {
+                println!("  {} page(s), {} booking(s)", r.pages, r.bookings);
+                match &r.sample {
+                    Some((id, status)) => println!(
+                        "  sample: id {id:?}, status {}",
+                        status
+                            .as_deref()
+                            .map(|s| format!("{s:?}"))
+                            .unwrap_or_else(|| "(none: `status` not set or not found)".into())
+                    ),
+                    None => {
+                        println!("  no bookings found: check `items` and the request parameters")
+                    }
+                }
+                let statuses: Vec<String> = r
+                    .statuses
+                    .iter()
+                    .map(|(s, n)| format!("{s} x{n}"))
+                    .collect();
+                println!("  statuses seen: {}", statuses.join(", "));
+                println!(
+                    "  cancelled (status in {:?}): {}{}",
+                    s.cancelled_values,
+                    r.cancelled,
+                    if r.cancelled_examples.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", e.g. {}", r.cancelled_examples.join(", "))
+                    }
+                );
+            }
+            Err(e) => {
+                failed = true;
+                println!("  FAILED: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 async fn admin_call(method: reqwest::Method, url: &str) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -258,7 +322,12 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check {
+            config,
+            probe,
+            source,
+        } => match Config::load(&config) {
+            Ok(c) if probe => probe_sources(&c, source.as_deref()).await,
             Ok(c) => {
                 println!(
                     "{}: OK ({} source(s): {}; {} endpoint(s): {})",

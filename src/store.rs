@@ -250,6 +250,18 @@ impl Store {
         Ok(Store { db: Arc::new(db) })
     }
 
+    /// A throw-away in-memory store (for `check --probe`, which must not touch the state file
+    /// a running daemon holds).
+    pub fn in_memory() -> Result<Store> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| StoreError::Open {
+                path: PathBuf::from("<memory>"),
+                source,
+            })?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
     /// Runs a blocking store operation on tokio's blocking pool.
     pub async fn run<T, F>(&self, f: F) -> Result<T>
     where

@@ -381,3 +381,177 @@ async fn sigterm_stops_the_daemon_cleanly() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_shows_what_pollhook_understood_without_committing() {
+    let t = spawn_app(Options {
+        initial_bookings: 5,
+        page_size: 2,
+        ..Options::default()
+    })
+    .await;
+    let TestApp {
+        app,
+        sim,
+        dir,
+        toml,
+        ..
+    } = t;
+    drop(app);
+    let ids: Vec<u64> = sim
+        .bookings()
+        .iter()
+        .map(|b| b["id"].as_u64().unwrap())
+        .collect();
+    sim.cancel_booking(ids[1]);
+    let state = dir.path().join("probe-state.redb");
+    let toml = toml.replace(
+        &dir.path().join("state.redb").display().to_string(),
+        &state.display().to_string(),
+    );
+    let config = write(&dir, "pollhook.toml", &toml);
+    let out = tokio::task::spawn_blocking(move || {
+        pollhook()
+            .args(["check", "--probe", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 page(s), 5 booking(s)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sample: id \"{}\"", ids[0])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "cancelled (status in [\"cancelled\", \"canceled\"]): 1, e.g. {}",
+            ids[1]
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !state.exists(),
+        "a probe commits nothing, not even a state file"
+    );
+
+    // A broken source: the probe says what failed and exits non-zero.
+    sim.fail_next(10, 500);
+    let config = dir.path().join("pollhook.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        pollhook()
+            .args(["check", "--probe", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAILED: page 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_talk_to_the_running_daemon() {
+    let t = spawn_app(Options::default()).await;
+    let TestApp {
+        app,
+        sim,
+        receiver,
+        dir,
+        toml,
+    } = t;
+    drop(app);
+    let port = free_port();
+    let admin = format!("http://127.0.0.1:{port}");
+    let toml = toml.replace("every = \"1h\"", "every = \"1s\"").replace(
+        "listen = \"off\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = write(&dir, "pollhook.toml", &toml);
+    let log = dir.path().join("daemon.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let _daemon = Daemon::start(&config, &log);
+    wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
+
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || pollhook().args(&args).output().unwrap())
+            .await
+            .unwrap()
+    };
+    // The receiver is gone for good: the endpoint is disabled, events keep queueing.
+    receiver.fail_next(1, 410);
+    sim.create_booking();
+    wait_until("410", Duration::from_secs(20), || {
+        show_log().contains("endpoint DISABLED")
+    })
+    .await;
+    sim.create_booking();
+    wait_until("second event", Duration::from_secs(20), || {
+        show_log().matches("change detected").count() >= 2
+    })
+    .await;
+    let out = run(vec![
+        "deliveries".into(),
+        "--admin".into(),
+        admin.clone(),
+        "--state".into(),
+        "pending".into(),
+    ])
+    .await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    let out = run(vec![
+        "enable".into(),
+        "crm".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = receiver.wait_for_accepted(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "{}", show_log());
+
+    // Replay one event by id: it arrives again with the same webhook-id.
+    let id = got[0].header("webhook-id").unwrap().to_string();
+    let out = run(vec![
+        "replay".into(),
+        "--admin".into(),
+        admin.clone(),
+        "--event".into(),
+        id.clone(),
+    ])
+    .await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"replayed\":1"));
+    let got = receiver.wait_for_accepted(3, Duration::from_secs(15)).await;
+    assert_eq!(got[2].header("webhook-id"), Some(id.as_str()));
+
+    // A bad request gets a clear error and a non-zero exit.
+    let out = run(vec!["replay".into(), "--admin".into(), admin.clone()]).await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say what to replay"));
+}
