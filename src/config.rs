@@ -1280,7 +1280,9 @@ impl Validator {
                 secrets.insert(n.clone(), v);
             }
         }
-        let base_names: &[&str] = &["now", "today", "secret"];
+        let base_names: &[&str] = &[
+            "now", "today", "secret", "page", "offset", "limit", "cursor",
+        ];
         let query = self.params(&k("query"), &rs.query, base_names);
         let array_style = match rs.array_style.as_deref() {
             None | Some("repeat") => ArrayStyle::Repeat,
@@ -1340,7 +1342,16 @@ impl Validator {
         };
         let incremental = match (sync, rs.incremental) {
             (SyncMode::Incremental, Some(inc)) => {
-                let names: &[&str] = &["now", "today", "watermark", "secret"];
+                let names: &[&str] = &[
+                    "now",
+                    "today",
+                    "watermark",
+                    "secret",
+                    "page",
+                    "offset",
+                    "limit",
+                    "cursor",
+                ];
                 let key = k("incremental");
                 let query = self.params(&format!("{key}.query"), &inc.query, names);
                 let body = inc

@@ -230,6 +230,17 @@ struct RequestContext<'a> {
     watermark: Option<DateTime<Utc>>,
     id: Option<String>,
     secrets: Option<&'a std::collections::BTreeMap<String, crate::config::Secret>>,
+    paging: Paging,
+}
+
+/// Where pagination stands, for templates (`{{ page }}`, `{{ offset }}`, `{{ limit }}`,
+/// `{{ cursor }}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Paging {
+    page: Option<u64>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    cursor: Option<String>,
 }
 
 impl template::Context for RequestContext<'_> {
@@ -243,6 +254,14 @@ impl template::Context for RequestContext<'_> {
         match name {
             "watermark" => self.watermark.map(Val::Time),
             "id" => self.id.clone().map(|s| Val::Json(Value::String(s))),
+            "page" => self.paging.page.map(|n| Val::Json(Value::from(n))),
+            "offset" => self.paging.offset.map(|n| Val::Json(Value::from(n))),
+            "limit" => self.paging.limit.map(|n| Val::Json(Value::from(n))),
+            "cursor" => self
+                .paging
+                .cursor
+                .clone()
+                .map(|c| Val::Json(Value::String(c))),
             other => {
                 let name = other.strip_prefix("secret.")?;
                 let secret = self.secrets?.get(name)?;
@@ -359,6 +378,7 @@ impl SourceClient {
         cfg: &SourceConfig,
         kind: PollKind,
         now: DateTime<Utc>,
+        paging: Paging,
     ) -> Result<Parts, SourceError> {
         let ctx = RequestContext {
             now,
@@ -373,6 +393,7 @@ impl SourceClient {
             },
             id: None,
             secrets: Some(&cfg.secrets),
+            paging,
         };
         let mut parts = Parts::default();
         render_params(&cfg.query, cfg.array_style, &ctx, &mut parts.query)?;
@@ -399,7 +420,7 @@ impl SourceClient {
         kind: PollKind,
         now: DateTime<Utc>,
     ) -> Result<Fetched, SourceError> {
-        let base = self.base(cfg, kind, now)?;
+        let base = |paging: Paging| self.base(cfg, kind, now, paging);
         let mut out = Fetched::default();
         let mut seen_ids: HashMap<String, usize> = HashMap::new();
         let mut add = |records: Vec<Record>, out: &mut Fetched| {
@@ -414,9 +435,10 @@ impl SourceClient {
                 }
             }
         };
-        let with_param = |parts: &Parts, param_in: ParamIn, extra: &[(String, Value)]| -> Parts {
-            let mut p = parts.clone();
-            for (k, v) in extra {
+        let with_param = |parts: Parts, param_in: ParamIn, extra: &[(String, Value)]| -> Parts {
+            let mut p = parts;
+            // An empty parameter name means "only through templates".
+            for (k, v) in extra.iter().filter(|(k, _)| !k.is_empty()) {
                 match param_in {
                     ParamIn::Query => p
                         .query
@@ -439,7 +461,9 @@ impl SourceClient {
         };
         match &cfg.pagination {
             Pagination::None => {
-                let doc = self.request(cfg, cfg.url.clone(), &base, 1).await?;
+                let doc = self
+                    .request(cfg, cfg.url.clone(), &base(Paging::default())?, 1)
+                    .await?;
                 out.pages = 1;
                 add(extract(cfg, &cfg.items, &doc, 1)?, &mut out);
             }
@@ -458,7 +482,12 @@ impl SourceClient {
                     if let Some((p, n)) = size {
                         extra.push((p.clone(), Value::from(*n)));
                     }
-                    let parts = with_param(&base, *param_in, &extra);
+                    let paging = Paging {
+                        page: Some(number),
+                        limit: size.as_ref().map(|s| s.1),
+                        ..Paging::default()
+                    };
+                    let parts = with_param(base(paging)?, *param_in, &extra);
                     let doc = self.request(cfg, cfg.url.clone(), &parts, page).await?;
                     out.pages = page;
                     let records = extract(cfg, &cfg.items, &doc, page)?;
@@ -496,7 +525,12 @@ impl SourceClient {
                         (param.clone(), Value::from(offset)),
                         (size.0.clone(), Value::from(size.1)),
                     ];
-                    let parts = with_param(&base, *param_in, &extra);
+                    let paging = Paging {
+                        offset: Some(offset),
+                        limit: Some(size.1),
+                        ..Paging::default()
+                    };
+                    let parts = with_param(base(paging)?, *param_in, &extra);
                     let doc = self.request(cfg, cfg.url.clone(), &parts, page).await?;
                     out.pages = page;
                     let records = extract(cfg, &cfg.items, &doc, page)?;
@@ -522,7 +556,7 @@ impl SourceClient {
                 param_in,
             } => {
                 let mut cursors: HashSet<String> = HashSet::new();
-                let mut parts = base.clone();
+                let mut parts = base(Paging::default())?;
                 loop {
                     let page = guard_pages(&out)?;
                     let doc = self.request(cfg, cfg.url.clone(), &parts, page).await?;
@@ -538,12 +572,20 @@ impl SourceClient {
                     if !cursors.insert(cursor.clone()) {
                         return Err(SourceError::PageLoop(page + 1));
                     }
-                    parts = with_param(&base, *param_in, &[(param.clone(), Value::String(cursor))]);
+                    let paging = Paging {
+                        cursor: Some(cursor.clone()),
+                        ..Paging::default()
+                    };
+                    parts = with_param(
+                        base(paging)?,
+                        *param_in,
+                        &[(param.clone(), Value::String(cursor))],
+                    );
                 }
             }
             Pagination::NextLink { pointer } => {
                 let mut url = cfg.url.clone();
-                let mut parts = base.clone();
+                let mut parts = base(Paging::default())?;
                 let mut visited: HashSet<String> = HashSet::new();
                 loop {
                     let page = guard_pages(&out)?;
@@ -585,6 +627,7 @@ impl SourceClient {
             watermark: None,
             id: Some(id.to_string()),
             secrets: Some(&cfg.secrets),
+            paging: Paging::default(),
         };
         // The lookup request is self-contained: the list request's filters (date windows,
         // status sets) must not hide the very booking being looked up.
@@ -1104,6 +1147,7 @@ mod tests {
             watermark: None,
             id: None,
             secrets: None,
+            paging: Paging::default(),
         };
         for (style, expected) in [
             (
@@ -1153,13 +1197,20 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-03-29T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let full = client.base(&c, PollKind::Full, now).unwrap();
+        let full = client
+            .base(&c, PollKind::Full, now, Paging::default())
+            .unwrap();
         assert!(full.query.is_empty());
         let wm = DateTime::parse_from_rfc3339("2026-03-29T09:00:00Z")
             .unwrap()
             .timestamp_millis();
         let inc = client
-            .base(&c, PollKind::Incremental { watermark_ms: wm }, now)
+            .base(
+                &c,
+                PollKind::Incremental { watermark_ms: wm },
+                now,
+                Paging::default(),
+            )
             .unwrap();
         assert_eq!(
             inc.query,

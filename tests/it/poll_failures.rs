@@ -129,3 +129,24 @@ async fn a_transient_error_is_retried_within_the_cycle() {
         "three pages plus two retries"
     );
 }
+
+#[tokio::test]
+async fn paging_can_be_driven_by_templates_alone() {
+    let t = spawn_app(Options {
+        initial_bookings: 5,
+        page_size: 20,
+        ..Options::default()
+    })
+    .await;
+    let toml = t
+        .toml
+        .replace(
+            "[sources.hotel.pagination]\nstyle = \"next_link\"\nnext = \"/pages/nextPageLink\"",
+            "query = { page = \"{{ page }}\", perPage = \"{{ limit }}\" }\n[sources.hotel.pagination]\nstyle = \"page\"\nparam = \"\"\nsize_param = \"\"\nsize = 2\nhas_more = \"/pages/nextPageExists\"",
+        );
+    assert!(toml.contains("param = \"\""));
+    drop(t.app);
+    let app = crate::helpers::build(&toml);
+    let r = app.poll_now("hotel").await.unwrap();
+    assert_eq!((r.pages, r.bookings), (3, 5));
+}
