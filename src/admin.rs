@@ -37,12 +37,15 @@ pub struct SourceHealth {
     pub failures_total: u64,
     /// Successful polls since start.
     pub successes_total: u64,
+    /// Events detected since start.
+    pub events_total: u64,
 }
 
 impl Progress {
-    pub(crate) fn polled(&self, source: &str, at_ms: i64) {
+    pub(crate) fn polled(&self, source: &str, at_ms: i64, events: usize) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let h = m.entry(source.to_string()).or_default();
+        h.events_total += events as u64;
         h.last_success_ms = Some(at_ms);
         h.consecutive_failures = 0;
         h.successes_total += 1;

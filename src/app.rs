@@ -153,7 +153,7 @@ impl App {
     fn after_poll(&self, source: &str, result: &Result<PollReport, PollError>) {
         match result {
             Ok(r) => {
-                self.inner.progress.polled(source, now_ms());
+                self.inner.progress.polled(source, now_ms(), r.events.len());
                 if r.baseline {
                     tracing::info!(
                         source,
@@ -197,6 +197,16 @@ impl App {
     /// waiting for them.
     pub async fn deliver_due_at(&self, now_ms: i64) -> Result<RoundReport, StoreError> {
         self.inner.dispatcher.deliver_due(now_ms).await
+    }
+
+    /// Re-enables an endpoint suspended after a 410 (what `POST /endpoints/NAME/enable` does).
+    /// Returns false for an unknown endpoint.
+    pub async fn enable_endpoint(&self, name: &str) -> Result<bool, StoreError> {
+        let found = self.inner.dispatcher.enable(name).await?;
+        if found {
+            self.inner.wake.notify_one();
+        }
+        Ok(found)
     }
 
     /// Runs delivery rounds until a round delivers nothing new (for `once`).

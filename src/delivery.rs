@@ -272,6 +272,8 @@ struct EndpointRuntime {
     failing_since: Mutex<Option<i64>>,
     /// Whether the failing state has been reported (logged) for the current run.
     failing_reported: std::sync::atomic::AtomicBool,
+    /// Outcome counters since start: delivered, failed attempts, dead-lettered.
+    counters: [std::sync::atomic::AtomicU64; 3],
 }
 
 /// What the admin API shows about an endpoint. No secrets.
@@ -287,6 +289,12 @@ pub struct EndpointReport {
     pub failing: bool,
     /// Start of the current run of failures (ms since epoch).
     pub failing_since_ms: Option<i64>,
+    /// Deliveries acknowledged since start.
+    pub delivered_total: u64,
+    /// Failed attempts since start (each retry counts).
+    pub failed_attempts_total: u64,
+    /// Deliveries dead-lettered since start.
+    pub dead_total: u64,
 }
 
 /// Counts from one delivery round.
@@ -358,6 +366,7 @@ impl Dispatcher {
                     auth,
                     failing_since: Mutex::new(None),
                     failing_reported: std::sync::atomic::AtomicBool::new(false),
+                    counters: Default::default(),
                 }),
             );
         }
@@ -625,6 +634,10 @@ impl Dispatcher {
                     failing: since
                         .is_some_and(|s| now - s >= ep.cfg.failing_after.as_millis() as i64),
                     failing_since_ms: since,
+                    delivered_total: ep.counters[0].load(std::sync::atomic::Ordering::Relaxed),
+                    failed_attempts_total: ep.counters[1]
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    dead_total: ep.counters[2].load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect();

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod binary;
+mod chaos;
 mod delivery_failures;
 mod endpoints;
 mod pipeline;
