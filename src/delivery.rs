@@ -326,7 +326,9 @@ pub struct Dispatcher {
     store: Store,
     endpoints: HashMap<String, Arc<EndpointRuntime>>,
     disabled: Mutex<HashMap<String, crate::store::Disabled>>,
-    in_flight: Mutex<HashSet<(String, u64)>>,
+    /// Endpoint name -> small integer, so the in-flight set is cheap to copy.
+    ids: Arc<HashMap<String, u32>>,
+    in_flight: Mutex<HashSet<(u32, u64)>>,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -376,9 +378,16 @@ impl Dispatcher {
             .into_iter()
             .filter_map(|(name, st)| st.disabled.map(|d| (name, d)))
             .collect();
+        let ids = Arc::new(
+            map.keys()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect(),
+        );
         Ok(Dispatcher {
             store,
             endpoints: map,
+            ids,
             disabled: Mutex::new(disabled),
             in_flight: Mutex::new(HashSet::new()),
             notices,
@@ -402,7 +411,10 @@ impl Dispatcher {
             .filter(|(n, e)| e.cfg.enabled && !disabled.contains_key(*n))
             .map(|(n, _)| n.clone())
             .collect();
-        move |ep: &str, seq: u64| !active.contains(ep) || busy.contains(&(ep.to_string(), seq))
+        let ids = self.ids.clone();
+        move |ep: &str, seq: u64| {
+            !active.contains(ep) || ids.get(ep).is_some_and(|i| busy.contains(&(*i, seq)))
+        }
     }
 
     async fn fetch_due(
@@ -449,15 +461,20 @@ impl Dispatcher {
         }
         let mut report = RoundReport::default();
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let watched = self.notices.receiver_count() > 0;
         for (d, _, event) in outcomes {
-            in_flight.remove(&(d.endpoint.clone(), d.seq));
+            if let Some(i) = self.ids.get(&d.endpoint) {
+                in_flight.remove(&(*i, d.seq));
+            }
             report.count(&d);
             log_outcome(&d, &event);
-            let _ = self.notices.send(Notice::Attempted {
-                endpoint: d.endpoint.clone(),
-                event,
-                delivery: d,
-            });
+            if watched {
+                let _ = self.notices.send(Notice::Attempted {
+                    endpoint: d.endpoint.clone(),
+                    event,
+                    delivery: d,
+                });
+            }
         }
         Ok(report)
     }
@@ -487,10 +504,12 @@ impl Dispatcher {
                             else {
                                 continue;
                             };
-                            self.in_flight
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert((item.delivery.endpoint.clone(), item.delivery.seq));
+                            if let Some(i) = self.ids.get(&item.delivery.endpoint) {
+                                self.in_flight
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert((*i, item.delivery.seq));
+                            }
                             running += 1;
                             let tx = tx.clone();
                             tokio::spawn(async move {
@@ -506,9 +525,13 @@ impl Dispatcher {
                     }
                 }
             }
-            let sleep_for = next_due
-                .map(|t| Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64))
-                .unwrap_or(Duration::from_secs(3600));
+            // With every slot busy, only a finished attempt can make progress: do not wake for
+            // due times (that would spin), wait for outcomes.
+            let sleep_for = match next_due {
+                _ if running >= MAX_IN_FLIGHT_TOTAL => Duration::from_secs(3600),
+                Some(t) => Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64),
+                None => Duration::from_secs(3600),
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(first) = rx.recv() => {
@@ -671,9 +694,9 @@ impl Dispatcher {
         &self,
         batch: Vec<(Delivery, i64, Arc<Event>)>,
     ) -> Result<(), StoreError> {
-        let keys: Vec<(String, u64)> = batch
+        let keys: Vec<(u32, u64)> = batch
             .iter()
-            .map(|(d, _, _)| (d.endpoint.clone(), d.seq))
+            .filter_map(|(d, _, _)| self.ids.get(&d.endpoint).map(|i| (*i, d.seq)))
             .collect();
         let res = self.commit(batch, now_ms()).await.map(|_| ());
         if res.is_err() {
@@ -692,7 +715,7 @@ fn log_outcome(d: &Delivery, event: &Event) {
     let status = last.and_then(|a| a.status);
     let error = last.and_then(|a| a.error.as_deref()).unwrap_or("");
     match d.state {
-        DeliveryState::Delivered => tracing::info!(
+        DeliveryState::Delivered => tracing::debug!(
             endpoint = %d.endpoint, event = %event.id, kind = event.kind.status_word(),
             booking = %event.booking_id, status, attempts = d.attempts, "delivered"
         ),
