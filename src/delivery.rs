@@ -479,22 +479,34 @@ impl Dispatcher {
         Ok(report)
     }
 
-    /// The daemon's delivery loop: keep up to [`MAX_IN_FLIGHT_TOTAL`] attempts running, commit
-    /// outcomes in batches as they arrive, sleep until the next due time or a `wake`. On cancel,
-    /// waits up to `grace` for attempts in flight and records them; anything still unfinished
-    /// stays due in the store and is sent again (same event id) after a restart.
+    /// The daemon's delivery loop: keep up to [`MAX_IN_FLIGHT_TOTAL`] attempts running and sleep
+    /// until the next due time, a `wake`, or a committed batch. Outcomes go to a separate
+    /// committer task that writes whatever has arrived in one transaction (group commit), so
+    /// sending goes on while a commit's fsync is in progress; a delivery stays "in flight" until
+    /// its outcome is committed, so it is never sent twice at once.
+    ///
+    /// On cancel no new attempt starts; attempts in flight get `grace` to finish and be recorded.
+    /// Anything unrecorded stays due in the store and is sent again (same event id) after a
+    /// restart.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
         wake: Arc<Notify>,
         grace: Duration,
     ) {
-        let (tx, mut rx) = mpsc::channel::<(Delivery, i64, Arc<Event>)>(MAX_IN_FLIGHT_TOTAL);
-        let mut running = 0usize;
+        let (tx, rx) = mpsc::channel::<(Delivery, i64, Arc<Event>)>(MAX_IN_FLIGHT_TOTAL);
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let committed = Arc::new(Notify::new());
+        let mut committer = tokio::spawn(self.clone().committer(
+            rx,
+            running.clone(),
+            committed.clone(),
+        ));
         let mut next_due: Option<i64> = None;
         loop {
             let now = now_ms();
-            let free = MAX_IN_FLIGHT_TOTAL.saturating_sub(running);
+            let busy = running.load(std::sync::atomic::Ordering::Acquire);
+            let free = MAX_IN_FLIGHT_TOTAL.saturating_sub(busy);
             if free > 0 {
                 match self.fetch_due(now, free).await {
                     Ok(batch) => {
@@ -510,7 +522,7 @@ impl Dispatcher {
                                     .unwrap_or_else(|e| e.into_inner())
                                     .insert((*i, item.delivery.seq));
                             }
-                            running += 1;
+                            running.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 let _permit = ep.permits.clone().acquire_owned().await;
@@ -525,54 +537,58 @@ impl Dispatcher {
                     }
                 }
             }
-            // With every slot busy, only a finished attempt can make progress: do not wake for
-            // due times (that would spin), wait for outcomes.
+            // With every slot busy only a committed batch frees one: do not wake for due times.
+            let busy = running.load(std::sync::atomic::Ordering::Acquire);
             let sleep_for = match next_due {
-                _ if running >= MAX_IN_FLIGHT_TOTAL => Duration::from_secs(3600),
+                _ if busy >= MAX_IN_FLIGHT_TOTAL => Duration::from_secs(3600),
                 Some(t) => Duration::from_millis(t.saturating_sub(now_ms()).max(0) as u64),
                 None => Duration::from_secs(3600),
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(first) = rx.recv() => {
-                    let mut batch = vec![first];
-                    while batch.len() < COMMIT_BATCH {
-                        match rx.try_recv() {
-                            Ok(o) => batch.push(o),
-                            Err(_) => break,
-                        }
-                    }
-                    running -= batch.len();
-                    if let Err(e) = self.commit_or_forget(batch).await {
-                        tracing::error!(error = %e, "cannot record delivery outcomes; they will be retried");
-                    }
-                }
+                _ = committed.notified() => {}
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
             }
         }
-        // Shutdown: record what finishes within the grace period.
-        let deadline = tokio::time::Instant::now() + grace;
-        let mut batch = Vec::new();
-        while running > 0 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(o)) => {
-                    running -= 1;
-                    batch.push(o);
-                }
-                _ => break,
+        // Shutdown: no new attempts. The committer ends once every attempt in flight has sent
+        // its outcome (all senders dropped) and it has recorded them, or at the grace deadline.
+        drop(tx);
+        match tokio::time::timeout(grace, &mut committer).await {
+            Ok(_) => {}
+            Err(_) => {
+                committer.abort();
+                let left = running.load(std::sync::atomic::Ordering::Acquire);
+                tracing::warn!(
+                    left,
+                    "abandoned deliveries still in flight at shutdown; they stay queued and are sent again on restart"
+                );
             }
         }
-        if !batch.is_empty()
-            && let Err(e) = self.commit_or_forget(batch).await
-        {
-            tracing::error!(error = %e, "cannot record final delivery outcomes; they will be sent again");
-        }
-        if running > 0 {
-            tracing::warn!(
-                running,
-                "abandoned deliveries still in flight at shutdown; they stay queued and are sent again on restart"
-            );
+    }
+
+    /// Records outcomes as they arrive, as many per transaction as are waiting (up to
+    /// [`COMMIT_BATCH`]).
+    async fn committer(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(Delivery, i64, Arc<Event>)>,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        committed: Arc<Notify>,
+    ) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < COMMIT_BATCH {
+                match rx.try_recv() {
+                    Ok(o) => batch.push(o),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            if let Err(e) = self.commit_or_forget(batch).await {
+                tracing::error!(error = %e, "cannot record delivery outcomes; they will be sent again");
+            }
+            running.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+            committed.notify_one();
         }
     }
 
