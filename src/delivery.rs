@@ -204,7 +204,12 @@ pub fn render(ep: &EndpointConfig, event: &Event, attempt: u32) -> Result<Render
         Format::V2 => Rendered {
             method: ep.method_for(event.kind),
             url,
-            body: serde_json::to_vec(&v2_body(ep, event, attempt, now)?).unwrap_or_default(),
+            body: match &ep.body {
+                Some(_) => {
+                    serde_json::to_vec(&v2_body(ep, event, attempt, now)?).unwrap_or_default()
+                }
+                None => crate::presets::to_vec(ep.preset, event, attempt),
+            },
             content_type: Some("application/json"),
         },
     })
