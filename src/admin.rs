@@ -155,6 +155,30 @@ async fn metrics(State(app): State<App>) -> Response {
             h.failures_total
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP pollhook_events_detected_total Changes detected since start.\n# TYPE pollhook_events_detected_total counter"
+    );
+    for (s, h) in &health {
+        let _ = writeln!(
+            out,
+            "pollhook_events_detected_total{{source=\"{s}\"}} {}",
+            h.events_total
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pollhook_source_last_success_timestamp_seconds When the source last committed a poll.\n# TYPE pollhook_source_last_success_timestamp_seconds gauge"
+    );
+    for (s, h) in &health {
+        if let Some(ms) = h.last_success_ms {
+            let _ = writeln!(
+                out,
+                "pollhook_source_last_success_timestamp_seconds{{source=\"{s}\"}} {}",
+                ms / 1000
+            );
+        }
+    }
     if let Ok(report) = app.inner.dispatcher.endpoint_report().await {
         let _ = writeln!(
             out,
@@ -179,6 +203,23 @@ async fn metrics(State(app): State<App>) -> Response {
                 e.name,
                 u8::from(e.disabled.is_some() || !e.enabled)
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pollhook_deliveries_total Delivery outcomes since start (failed counts every failed attempt).\n# TYPE pollhook_deliveries_total counter"
+        );
+        for e in &report {
+            for (outcome, n) in [
+                ("delivered", e.delivered_total),
+                ("failed", e.failed_attempts_total),
+                ("dead", e.dead_total),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "pollhook_deliveries_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    e.name
+                );
+            }
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()

@@ -460,7 +460,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             init_logging(&LogConfig {
                 format: LogFormat::Text,
-                level: "warn".into(),
+                level: "error".into(),
             });
             let cancel = CancellationToken::new();
             shutdown_signal(cancel.clone());

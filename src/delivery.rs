@@ -602,6 +602,16 @@ impl Dispatcher {
         let Some(ep) = self.endpoints.get(&d.endpoint) else {
             return;
         };
+        let counter = match d.state {
+            DeliveryState::Delivered => 0,
+            DeliveryState::Pending => 1,
+            DeliveryState::Dead => 2,
+        };
+        ep.counters[counter].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if d.state == DeliveryState::Dead {
+            // The last attempt failed too.
+            ep.counters[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let last = d.history.last();
         let at = last.map(|a| a.at_ms).unwrap_or_else(now_ms);
         if d.state == DeliveryState::Delivered {

@@ -467,70 +467,59 @@ impl SourceClient {
                 out.pages = 1;
                 add(extract(cfg, &cfg.items, &doc, 1)?, &mut out);
             }
-            Pagination::Page {
-                param,
-                start,
-                size,
-                stop,
-                param_in,
-            } => {
+            Pagination::Page { .. } | Pagination::Offset { .. } => {
+                // Numbered pages and offsets share one loop: request, stop at an empty page,
+                // refuse a repeated page, then decide from the stop rule whether to go on.
                 let mut prev_print: Option<String> = None;
-                let mut number = *start;
-                loop {
-                    let page = guard_pages(&out)?;
-                    let mut extra = vec![(param.clone(), Value::from(number))];
-                    if let Some((p, n)) = size {
-                        extra.push((p.clone(), Value::from(*n)));
-                    }
-                    let paging = Paging {
-                        page: Some(number),
-                        limit: size.as_ref().map(|s| s.1),
-                        ..Paging::default()
-                    };
-                    let parts = with_param(base(paging)?, *param_in, &extra);
-                    let doc = self.request(cfg, cfg.url.clone(), &parts, page).await?;
-                    out.pages = page;
-                    let records = extract(cfg, &cfg.items, &doc, page)?;
-                    if records.is_empty() {
-                        break;
-                    }
-                    check_loop(&records, &mut prev_print, page)?;
-                    let got = records.len() as u64;
-                    add(records, &mut out);
-                    let more = match stop {
-                        PageStop::EmptyPage => size.as_ref().is_none_or(|(_, n)| got >= *n),
-                        PageStop::HasMore(p) => truthy(doc.pointer(p)),
-                        PageStop::TotalPages(p) => {
-                            let total = doc.pointer(p).and_then(as_u64).unwrap_or(0);
-                            number + 1 - start < total
-                        }
-                    };
-                    if !more {
-                        break;
-                    }
-                    number += 1;
-                }
-            }
-            Pagination::Offset {
-                param,
-                size,
-                total,
-                param_in,
-            } => {
-                let mut prev_print: Option<String> = None;
+                let mut number = match &cfg.pagination {
+                    Pagination::Page { start, .. } => *start,
+                    _ => 0,
+                };
                 let mut offset = 0u64;
                 loop {
                     let page = guard_pages(&out)?;
-                    let extra = [
-                        (param.clone(), Value::from(offset)),
-                        (size.0.clone(), Value::from(size.1)),
-                    ];
-                    let paging = Paging {
-                        offset: Some(offset),
-                        limit: Some(size.1),
-                        ..Paging::default()
+                    let (extra, paging, param_in) = match &cfg.pagination {
+                        Pagination::Page {
+                            param,
+                            size,
+                            param_in,
+                            ..
+                        } => {
+                            let mut extra = vec![(param.clone(), Value::from(number))];
+                            if let Some((p, n)) = size {
+                                extra.push((p.clone(), Value::from(*n)));
+                            }
+                            let limit = size.as_ref().map(|s| s.1);
+                            (
+                                extra,
+                                Paging {
+                                    page: Some(number),
+                                    limit,
+                                    ..Paging::default()
+                                },
+                                *param_in,
+                            )
+                        }
+                        Pagination::Offset {
+                            param,
+                            size,
+                            param_in,
+                            ..
+                        } => (
+                            vec![
+                                (param.clone(), Value::from(offset)),
+                                (size.0.clone(), Value::from(size.1)),
+                            ],
+                            Paging {
+                                offset: Some(offset),
+                                limit: Some(size.1),
+                                ..Paging::default()
+                            },
+                            *param_in,
+                        ),
+                        _ => break,
                     };
-                    let parts = with_param(base(paging)?, *param_in, &extra);
+                    let parts = with_param(base(paging)?, param_in, &extra);
                     let doc = self.request(cfg, cfg.url.clone(), &parts, page).await?;
                     out.pages = page;
                     let records = extract(cfg, &cfg.items, &doc, page)?;
@@ -541,13 +530,27 @@ impl SourceClient {
                     let got = records.len() as u64;
                     add(records, &mut out);
                     offset += got;
-                    let more = match total {
-                        Some(p) => offset < doc.pointer(p).and_then(as_u64).unwrap_or(0),
-                        None => got >= size.1,
+                    let more = match &cfg.pagination {
+                        Pagination::Page {
+                            start, size, stop, ..
+                        } => match stop {
+                            PageStop::EmptyPage => size.as_ref().is_none_or(|(_, n)| got >= *n),
+                            PageStop::HasMore(p) => truthy(doc.pointer(p)),
+                            PageStop::TotalPages(p) => {
+                                let total = doc.pointer(p).and_then(as_u64).unwrap_or(0);
+                                number + 1 - start < total
+                            }
+                        },
+                        Pagination::Offset { size, total, .. } => match total {
+                            Some(p) => offset < doc.pointer(p).and_then(as_u64).unwrap_or(0),
+                            None => got >= size.1,
+                        },
+                        _ => false,
                     };
                     if !more {
                         break;
                     }
+                    number += 1;
                 }
             }
             Pagination::Cursor {
@@ -942,8 +945,12 @@ pub fn extract(
         pointer: items_ptr.to_string(),
     };
     let items: Vec<&Value> = match (cfg.items_shape, list) {
-        // An empty result is often `null` or absent rather than `[]`.
-        (_, Some(Value::Null) | None) if !items_ptr.is_empty() && doc.is_object() => Vec::new(),
+        // An empty result is often `null` rather than `[]`.
+        (_, Some(Value::Null)) if !items_ptr.is_empty() => Vec::new(),
+        // In XML an empty list is simply no element. In JSON a missing member is not "no
+        // bookings": it is usually an error answer (with HTTP 200), and reading it as empty
+        // could turn into cancellations.
+        (_, None) if !items_ptr.is_empty() && cfg.format == ResponseFormat::Xml => Vec::new(),
         (ItemsShape::List, Some(Value::Array(a))) => a.iter().collect(),
         // One element where a list was expected (XML with a single child; some JSON APIs).
         (ItemsShape::List, Some(o @ Value::Object(_))) if !items_ptr.is_empty() => vec![o],
@@ -1081,7 +1088,12 @@ mod tests {
         );
         assert!(ex(&c, &json!({"data": 5})).is_err());
         assert!(ex(&c, &json!({"data": null})).unwrap().is_empty());
-        assert!(ex(&c, &json!({"other": 1})).unwrap().is_empty());
+        assert!(ex(&c, &json!({"data": []})).unwrap().is_empty());
+        let e = ex(&c, &json!({"error": "token expired"})).unwrap_err();
+        assert!(
+            matches!(e, SourceError::NotAList { .. }),
+            "a JSON answer without the items member is an error, not an empty page: {e}"
+        );
         let root = cfg("");
         assert!(
             ex(&root, &json!({"id": 1})).is_err(),

@@ -68,6 +68,16 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it() {
         metrics.contains("pollhook_endpoint_disabled{endpoint=\"crm\"} 1"),
         "{metrics}"
     );
+    for line in [
+        "pollhook_deliveries_total{endpoint=\"crm\",outcome=\"failed\"} 1",
+        "pollhook_deliveries_total{endpoint=\"crm\",outcome=\"delivered\"} 0",
+        "pollhook_events_detected_total{source=\"hotel\"} 1",
+        "pollhook_source_last_success_timestamp_seconds{source=\"hotel\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    let eps = get_json(&format!("{admin}/endpoints")).await;
+    assert_eq!(eps[0]["failed_attempts_total"], 1, "{eps}");
 
     // Events keep queueing; nothing is sent, nothing is dropped, even much later.
     t.sim.modify_booking(id);

@@ -150,3 +150,36 @@ async fn paging_can_be_driven_by_templates_alone() {
     let r = app.poll_now("hotel").await.unwrap();
     assert_eq!((r.pages, r.bookings), (3, 5));
 }
+
+#[tokio::test]
+async fn a_lookup_answered_with_an_error_body_is_not_a_cancellation() {
+    // A lookup service that answers HTTP 200 with an error document and no bookings member.
+    let app = axum::Router::new().fallback(|| async { r#"{"error": "token expired"}"# });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let t = spawn_app(Options {
+        source_extra: format!(
+            "on_disappear = \"lookup\"\n[sources.hotel.lookup]\nurl = \"http://{addr}/lookup\"\nquery = {{ id = \"{{{{ id }}}}\" }}"
+        ),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    let id = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    t.sim.remove_booking(id);
+    let e = t.app.poll_now("hotel").await.unwrap_err();
+    assert!(e.to_string().contains("items"), "{e}");
+    assert!(
+        t.app.store().events().unwrap().is_empty(),
+        "nothing invented"
+    );
+    assert!(
+        !t.app
+            .store()
+            .booking("hotel", &id.to_string())
+            .unwrap()
+            .unwrap()
+            .cancelled
+    );
+}
