@@ -71,6 +71,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/deliveries", get(deliveries))
+        .route("/events", get(events))
         .route("/events/{id}/replay", post(replay_event))
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{name}/replay-dead", post(replay_dead))
@@ -94,13 +95,46 @@ fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
 
+/// Ready: the store answers and no source has failed its last [`NOT_READY_AFTER`] polls.
 async fn readyz(State(app): State<App>) -> Response {
     let sources = app.inner.progress.snapshot();
     let counts = match app.store().run(|s| s.counts()).await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store not answering: {e}\n"),
+            )
+                .into_response();
+        }
     };
-    Json(serde_json::json!({ "sources": sources, "store": counts })).into_response()
+    let failing: Vec<&String> = sources
+        .iter()
+        .filter(|(_, h)| h.consecutive_failures >= NOT_READY_AFTER)
+        .map(|(n, _)| n)
+        .collect();
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::json!({ "ready": failing.is_empty(), "failing_sources": failing, "sources": sources, "store": counts }))).into_response()
+}
+
+/// Consecutive failed polls of one source after which `/readyz` answers 503.
+pub const NOT_READY_AFTER: u64 = 3;
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn events(State(app): State<App>, Query(q): Query<EventsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match app.store().run(move |s| s.recent_events(limit)).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Response {

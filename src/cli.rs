@@ -64,6 +64,15 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// List the newest detected events through a running daemon's admin API.
+    Events {
+        /// Admin API address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
+        admin: String,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Replay deliveries through a running daemon's admin API; event ids are kept.
     Replay {
         /// Admin API address.
@@ -73,7 +82,7 @@ pub enum Command {
         #[arg(long, value_name = "EVENT_ID", conflicts_with_all = ["dead_of", "from"])]
         event: Option<String>,
         /// Replay every dead letter of this endpoint.
-        #[arg(long, value_name = "ENDPOINT", conflicts_with = "from")]
+        #[arg(long, value_name = "ENDPOINT", conflicts_with_all = ["from", "endpoint"])]
         dead_of: Option<String>,
         /// Replay every event detected from this RFC 3339 time...
         #[arg(long, value_name = "TIME", requires = "to")]
@@ -401,6 +410,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}/deliveries?state={state}&limit={limit}",
                 admin.trim_end_matches('/')
             );
+            admin_call(reqwest::Method::GET, &url).await
+        }
+        Command::Events { admin, limit } => {
+            let url = format!("{}/events?limit={limit}", admin.trim_end_matches('/'));
             admin_call(reqwest::Method::GET, &url).await
         }
         Command::Replay {

@@ -752,7 +752,13 @@ fn figment_problem(e: figment::Error) -> Problem {
         .map(String::as_str)
         .skip_while(|p| *p == "default")
         .collect();
-    let mut message = e.kind.to_string();
+    // figment quotes the list of expected fields inside backticks of its own:
+    // "expected `one of `a`, `b``"; say it plainly.
+    let mut message = e
+        .kind
+        .to_string()
+        .replace("expected `one of ", "expected one of ")
+        .replace("``", "`");
     if let Some(meta) = &e.metadata
         && meta.name.contains("environment")
     {
@@ -777,6 +783,10 @@ const NAME_HINT: &str = "names may contain only lowercase letters, digits, `_` a
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
+    /// Secret names the source being validated defines (for `{{ secret.NAME }}`).
+    secret_names: BTreeSet<String>,
+    /// Variable names the endpoint being validated defines (for `{{ beds24.NAME }}`).
+    variable_names: BTreeSet<String>,
 }
 
 impl Validator {
@@ -1090,10 +1100,46 @@ impl Validator {
 
     fn template(&mut self, key: &str, text: &str, allowed: &[&str]) -> Option<Template> {
         match Template::parse(text).and_then(|t| t.check_names(allowed).map(|()| t)) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                self.known_names(key, &t.names());
+                Some(t)
+            }
             Err(e) => {
                 self.bad(key, e.to_string());
                 None
+            }
+        }
+    }
+
+    /// Dotted names must exist, not merely have an allowed root: `{{ secret.typo }}` would
+    /// otherwise send an empty value.
+    fn known_names(&mut self, key: &str, names: &[String]) {
+        for n in names {
+            if let Some(s) = n.strip_prefix("secret.") {
+                if !self.secret_names.contains(s) {
+                    let known: Vec<&str> = self.secret_names.iter().map(String::as_str).collect();
+                    self.bad(key, format!("`{{{{ {n} }}}}`: no secret `{s}` in this source's `secrets` table (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }));
+                }
+            } else if n == "secret" {
+                self.bad(key, "`{{ secret }}` needs a name: `{{ secret.NAME }}`");
+            } else if let Some(e) = n.strip_prefix("event.") {
+                if !crate::delivery::EVENT_NAMES.contains(&e) {
+                    self.bad(
+                        key,
+                        format!(
+                            "`{{{{ {n} }}}}` is not an event field; use one of: {}",
+                            crate::delivery::EVENT_NAMES
+                                .iter()
+                                .map(|f| format!("event.{f}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            } else if let Some(v) = n.strip_prefix("beds24.") {
+                if !self.variable_names.contains(v) {
+                    self.bad(key, format!("`{{{{ {n} }}}}`: unknown variable `{v}`; add it to `variables` with the JSON Pointer it reads"));
+                }
             }
         }
     }
@@ -1144,8 +1190,12 @@ impl Validator {
         if !body.is_object() {
             self.bad(key, "must be a table (a JSON object)");
         }
-        if let Err(e) = crate::template::check_tree(&body, allowed) {
-            self.bad(key, e.to_string());
+        match crate::template::TemplateTree::parse(&body) {
+            Ok(tree) => match tree.check_names(allowed) {
+                Ok(()) => self.known_names(key, &tree.names()),
+                Err(e) => self.bad(key, e.to_string()),
+            },
+            Err(e) => self.bad(key, e.to_string()),
         }
         body
     }
@@ -1169,7 +1219,10 @@ impl Validator {
         let template = match Template::parse(&converted)
             .and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t))
         {
-            Ok(t) => t,
+            Ok(t) => {
+                self.known_names(key, &t.names());
+                t
+            }
             Err(e) => {
                 self.bad(key, e.to_string());
                 return (None, None);
@@ -1274,6 +1327,7 @@ impl Validator {
                 ResponseFormat::Json
             }
         };
+        self.secret_names = rs.secrets.keys().cloned().collect();
         let mut secrets = BTreeMap::new();
         for (n, raw) in &rs.secrets {
             if let Some(v) = self.secret(&format!("{}.{n}", k("secrets")), raw) {
@@ -1357,8 +1411,10 @@ impl Validator {
                 let body = inc
                     .body
                     .map(|b| self.body(&format!("{key}.body"), b, names));
-                if query.is_empty() && body.is_none() {
-                    self.bad(format!("{key}.query"), "an incremental source needs at least one parameter using {{ watermark }}, e.g. modifiedFrom = \"{{ watermark | %Y-%m-%dT%H:%M:%S }}\"");
+                let uses_watermark = query.iter().any(|(_, v)| param_uses(v, "watermark"))
+                    || body.as_ref().is_some_and(|b| tree_uses(b, "watermark"));
+                if !uses_watermark {
+                    self.bad(format!("{key}.query"), "an incremental source needs a parameter using {{ watermark }}, e.g. modifiedFrom = \"{{ watermark | %Y-%m-%dT%H:%M:%S }}\"");
                 }
                 let overlap = self.duration(
                     &format!("{key}.overlap"),
@@ -1502,13 +1558,8 @@ impl Validator {
                 };
                 let query = self.params(&format!("{key}.query"), &l.query, names);
                 let body = l.body.map(|b| self.body(&format!("{key}.body"), b, names));
-                let mentions_id = |t: &Template| t.names().iter().any(|n| n == "id");
-                let uses_id = query.iter().any(|(_, v)| match v {
-                    ParamValue::One(t) => mentions_id(t),
-                    ParamValue::Many(ts) => ts.iter().any(mentions_id),
-                }) || body
-                    .as_ref()
-                    .is_some_and(|b| b.to_string().contains("id }}"));
+                let uses_id = query.iter().any(|(_, v)| param_uses(v, "id"))
+                    || body.as_ref().is_some_and(|b| tree_uses(b, "id"));
                 if !uses_id {
                     self.bad(
                         format!("{key}.query"),
@@ -1564,6 +1615,30 @@ impl Validator {
             Some(p) => self.pagination(&k("pagination"), p)?,
         };
 
+        if method == SourceMethod::Get {
+            let post_only = "needs method = \"POST\" (a GET request has no body)";
+            if incremental.as_ref().is_some_and(|i| i.body.is_some()) {
+                self.bad(k("incremental.body"), post_only);
+            }
+            if lookup.as_ref().is_some_and(|l| l.body.is_some()) {
+                self.bad(k("lookup.body"), post_only);
+            }
+            if matches!(
+                pagination,
+                Pagination::Page {
+                    param_in: ParamIn::Body,
+                    ..
+                } | Pagination::Offset {
+                    param_in: ParamIn::Body,
+                    ..
+                } | Pagination::Cursor {
+                    param_in: ParamIn::Body,
+                    ..
+                }
+            ) {
+                self.bad(k("pagination.param_in"), post_only);
+            }
+        }
         Some(SourceConfig {
             name: name.to_string(),
             url: url?,
@@ -1582,7 +1657,22 @@ impl Validator {
             politeness,
             tz,
             secrets,
-            headers: rs.headers.into_iter().collect(),
+            headers: {
+                let mut out = Vec::new();
+                for (h, v) in rs.headers {
+                    if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+                        || reqwest::header::HeaderValue::from_str(&v).is_err()
+                    {
+                        self.bad(
+                            format!("sources.{name}.headers.{h}"),
+                            "is not a valid HTTP header name and value",
+                        );
+                    } else {
+                        out.push((h, v));
+                    }
+                }
+                out
+            },
             auth,
             items,
             id,
@@ -1821,6 +1911,12 @@ impl Validator {
                 })
             }
             "next_link" => {
+                if p.param_in.is_some() {
+                    self.bad(
+                        format!("{key}.param_in"),
+                        "does not apply to next_link pagination (the link carries its own query)",
+                    );
+                }
                 let Some(pointer) = p.next else {
                     self.bad(format!("{key}.next"), "is required for next_link: the JSON Pointer to the next page's URL, e.g. \"/pages/nextPageLink\"");
                     return None;
@@ -1861,8 +1957,17 @@ impl Validator {
                 self.bad(&key, "variable names are written in capitals, like Beds24's: BOOKID, PROPERTYID, GUESTNAME");
             }
             self.pointer(&key, p);
+            if n == "BOOKID" || n == "REFERENCENUMBER" {
+                self.bad(
+                    &key,
+                    "is always the booking id pollhook tracks and cannot be remapped",
+                );
+            }
             variables.insert(n.clone(), p.clone());
         }
+        self.variable_names = variables.keys().cloned().collect();
+        self.variable_names.insert("BOOKID".into());
+        self.variable_names.insert("REFERENCENUMBER".into());
         let (url, url_template) = self.endpoint_url(&k("url"), re.url.as_deref(), &variables);
         let format = match re.format.as_deref() {
             Some("v1") => Format::V1,
@@ -2019,9 +2124,12 @@ impl Validator {
                 return None;
             }
             match crate::template::TemplateTree::parse(&b).and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t)) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    self.known_names(&k("body"), &t.names());
+                    Some(t)
+                }
                 Err(e) => {
-                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, booking/<pointer>, beds24.<VARIABLE>, now"));
+                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, booking, booking/<pointer>, beds24.<VARIABLE>, now, today"));
                     None
                 }
             }
@@ -2061,6 +2169,20 @@ impl Validator {
             variables,
         })
     }
+}
+
+/// Whether a parameter's template(s) use `name`.
+fn param_uses(v: &ParamValue, name: &str) -> bool {
+    let uses = |t: &Template| t.names().iter().any(|n| n == name);
+    match v {
+        ParamValue::One(t) => uses(t),
+        ParamValue::Many(ts) => ts.iter().any(uses),
+    }
+}
+
+/// Whether a body template tree uses `name`.
+fn tree_uses(tree: &serde_json::Value, name: &str) -> bool {
+    crate::template::TemplateTree::parse(tree).is_ok_and(|t| t.names().iter().any(|n| n == name))
 }
 
 fn parse_method(m: &str) -> Option<reqwest::Method> {
@@ -2247,6 +2369,53 @@ mod tests {
     fn no_sources_is_an_error() {
         let p = problems("[admin]\nlisten = \"off\"\n");
         assert_eq!(p[0].key, "sources");
+    }
+
+    #[test]
+    fn template_names_must_exist() {
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nsecrets = { key = { env = \"PATH\" } }\nquery = { a = \"{{ secret.key }}\", b = \"{{ secret.kye }}\" }",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sources.hotel.query.b");
+        assert!(
+            p[0].message.contains("no secret `kye`") && p[0].message.contains("key"),
+            "{}",
+            p[0].message
+        );
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nbody = { a = \"{{ event.idd }}\", b = \"{{ beds24.NOPE }}\", c = \"{{ booking }}\" }",
+        );
+        assert_ne!(text, MINIMAL);
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["endpoints.crm.body", "endpoints.crm.body"], "{p:?}");
+        assert!(p[0].message.contains("event.idd"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn bodies_need_post_and_incremental_needs_the_watermark() {
+        let inc = MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nsync = \"incremental\"\n[sources.hotel.incremental]\nquery = { since = \"{{ now }}\" }\nbody = { x = \"{{ watermark }}\" }",
+        );
+        let p = problems(&inc);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sources.hotel.incremental.body"],
+            "the body uses the watermark, but GET has no body: {p:?}"
+        );
+        let p = problems(&inc.replace("body = { x = \"{{ watermark }}\" }", ""));
+        assert_eq!(p[0].key, "sources.hotel.incremental.query");
+        assert!(p[0].message.contains("watermark"));
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nheaders = { \"bad header\" = \"x\" }",
+        ));
+        assert_eq!(p[0].key, "sources.hotel.headers.bad header");
     }
 
     #[test]

@@ -84,6 +84,19 @@ pub const BEDS24_VARIABLES: &[(&str, &str)] = &[
     ("REFERENCENUMBER", ""),
 ];
 
+/// The `event.*` fields endpoint templates may use.
+pub const EVENT_NAMES: &[&str] = &[
+    "id",
+    "type",
+    "status",
+    "source",
+    "booking_id",
+    "sequence",
+    "attempt",
+    "detected_at",
+    "changes",
+];
+
 /// Names that endpoint templates (URL and body) may use.
 pub const DELIVERY_NAMES: &[&str] = &["event", "booking", "beds24", "now", "today"];
 
@@ -119,6 +132,7 @@ impl crate::template::Context for DeliveryContext<'_> {
                 chrono::DateTime::<Utc>::from_timestamp_millis(e.detected_ms).map(Val::Time)
             }
             "event.changes" => json(serde_json::to_value(&e.changes).unwrap_or(Value::Null)),
+            "booking" => json(e.booking.clone()),
             other => {
                 let var = other.strip_prefix("beds24.")?;
                 match var {

@@ -124,6 +124,9 @@ pub const HISTORY_LIMIT: usize = 10;
 pub struct Delivery {
     /// Endpoint name.
     pub endpoint: String,
+    /// The event's id (what `replay --event` takes).
+    #[serde(default)]
+    pub event_id: String,
     /// The event's sequence number (the key together with the endpoint).
     pub seq: u64,
     /// Per-booking ordering lane.
@@ -146,6 +149,7 @@ impl Delivery {
     pub fn new(endpoint: &str, event: &Event) -> Delivery {
         Delivery {
             endpoint: endpoint.to_string(),
+            event_id: event.id.clone(),
             seq: event.seq,
             lane: lane_key(&event.source, &event.booking_id),
             state: DeliveryState::Pending,

@@ -44,18 +44,27 @@ pub struct PollReport {
     pub held_back: usize,
 }
 
-/// Which endpoints get which kinds from one source.
+/// Which endpoints get which kinds from one source, each with the delay before its first
+/// attempt (`retry_schedule[0]`).
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    new: Vec<String>,
-    modify: Vec<String>,
-    cancel: Vec<String>,
+    new: Vec<(String, i64)>,
+    modify: Vec<(String, i64)>,
+    cancel: Vec<(String, i64)>,
 }
 
 impl Routes {
     /// Routes of `source` in `config`.
     pub fn of(config: &Config, source: &str) -> Routes {
-        let names = |k| config.routes(source, k).map(|e| e.name.clone()).collect();
+        let names = |k| {
+            config
+                .routes(source, k)
+                .map(|e| {
+                    let first = e.retry.schedule.first().copied().unwrap_or_default();
+                    (e.name.clone(), first.as_millis() as i64)
+                })
+                .collect()
+        };
         Routes {
             new: names(EventKind::New),
             modify: names(EventKind::Modify),
@@ -63,13 +72,13 @@ impl Routes {
         }
     }
 
-    fn get(&self, kind: EventKind) -> Vec<&str> {
+    fn get(&self, kind: EventKind) -> Vec<(&str, i64)> {
         let v = match kind {
             EventKind::New => &self.new,
             EventKind::Modify => &self.modify,
             EventKind::Cancel => &self.cancel,
         };
-        v.iter().map(String::as_str).collect()
+        v.iter().map(|(n, d)| (n.as_str(), *d)).collect()
     }
 }
 

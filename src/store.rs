@@ -51,7 +51,7 @@ const NEXT_SEQ: &str = "next_seq";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or created.
-    #[error("cannot open state file {path}: {source}")]
+    #[error("cannot open state file {path} (is another pollhook running with this store.path?)")]
     Open {
         /// The file.
         path: PathBuf,
@@ -419,20 +419,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Delivery rows in a given state, newest first, at most `limit`.
+    /// Delivery rows in a given state, newest (highest event sequence) first, at most `limit`.
     pub fn deliveries_in(&self, state: DeliveryState, limit: usize) -> Result<Vec<Delivery>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(DELIVERIES)?;
         let mut out = Vec::new();
-        for entry in t.range::<(&str, u64)>(..)?.rev() {
+        for entry in t.range::<(&str, u64)>(..)? {
             let (_, v) = entry?;
             let d: Delivery = decode("deliveries_v1", v.value())?;
             if d.state == state {
                 out.push(d);
-                if out.len() >= limit {
-                    break;
-                }
             }
+        }
+        out.sort_by(|a, b| b.seq.cmp(&a.seq).then_with(|| a.endpoint.cmp(&b.endpoint)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The newest events, newest first, at most `limit`.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in t.range::<u64>(..)?.rev().take(limit) {
+            let (_, v) = entry?;
+            out.push(decode("events_v1", v.value())?);
         }
         Ok(out)
     }
@@ -784,9 +795,10 @@ fn promote(
         Some(v) => decode("deliveries_v1", v.value())?,
         None => return Ok(()),
     };
-    row.next_ms = now_ms;
+    // Due now, unless its own first attempt is still ahead (an endpoint's initial delay).
+    row.next_ms = row.next_ms.max(now_ms);
     deliveries.insert((ep, next), encode(&row).as_slice())?;
-    due.insert((now_ms, ep, next), ())?;
+    due.insert((row.next_ms, ep, next), ())?;
     Ok(())
 }
 
@@ -865,7 +877,7 @@ impl<'t> PollTxn<'t> {
         booking_id: &str,
         booking: Value,
         changes: Vec<FieldChange>,
-        endpoints: &[&str],
+        endpoints: &[(&str, i64)],
     ) -> Result<()> {
         let seq = self.meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
         self.meta.insert(NEXT_SEQ, seq + 1)?;
@@ -881,8 +893,9 @@ impl<'t> PollTxn<'t> {
         };
         self.events.insert(seq, encode(&event).as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;
-        for ep in endpoints {
-            let d = Delivery::new(ep, &event);
+        for (ep, first_delay_ms) in endpoints {
+            let mut d = Delivery::new(ep, &event);
+            d.next_ms += first_delay_ms;
             self.deliveries.insert((*ep, seq), encode(&d).as_slice())?;
             let lane = d.lane.as_str();
             let lane_empty = self
@@ -922,8 +935,15 @@ mod tests {
     }
 
     fn emit(s: &Store, booking: &str, eps: &[&str], now: i64) -> Vec<Event> {
+        let eps: Vec<(&str, i64)> = eps.iter().map(|e| (*e, 0)).collect();
         s.write_poll("src", now, |t| {
-            t.emit(EventKind::New, booking, json!({"id": booking}), vec![], eps)?;
+            t.emit(
+                EventKind::New,
+                booking,
+                json!({"id": booking}),
+                vec![],
+                &eps,
+            )?;
             Ok(t.take_emitted())
         })
         .unwrap()
@@ -986,7 +1006,7 @@ mod tests {
                     outside: false,
                 },
             )?;
-            t.emit(EventKind::New, "b1", json!({}), vec![], &["ep"])?;
+            t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)])?;
             Err(StoreError::Task("boom".into()))
         });
         assert!(r.is_err());

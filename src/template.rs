@@ -28,8 +28,8 @@
 //!
 //! | term | value |
 //! |------|-------|
-//! | `now` | the current time |
-//! | `today` | midnight at the start of the current day in the default time zone (UTC unless pollhook was told another zone for this template) |
+//! | `now` | the current time; formatted in UTC unless a `tz` filter says otherwise |
+//! | `today` | midnight at the start of the current day in the default time zone (the source's `timezone`, UTC by default), formatted in that zone |
 //! | `watermark`, `page`, `offset`, `limit`, `cursor`, `event.id`, `event.type`, … | a named value. Names are letters, digits and `_`, not starting with a digit, joined by dots. Which names exist depends on where the template is used: for example `watermark` only in incremental polls. A template that uses a name that is not available where it is used is rejected when the configuration is loaded. |
 //! | `booking/guest/name`, `booking/rooms/0/id` | a value inside a JSON document: a root name, then a [JSON Pointer](https://www.rfc-editor.org/rfc/rfc6901) starting at the first `/`. Array elements are numbered from 0. Inside a key write `~1` for `/` and `~0` for `~`: `booking/booking~1index` reads the key `booking/index`. The pointer ends at whitespace, `\|` or `}}`. |
 //! | `"text"` | a string literal. Write `\"` for a quote and `\\` for a backslash. To output a literal `{{`, write `{{ "{{" }}`. |
@@ -51,8 +51,13 @@
 //! | `d` | days |
 //! | `w` | weeks (7 days) |
 //!
+//! Times that are instants (`now`, `watermark`, `event.detected_at`) are
+//! formatted in UTC unless a `tz` filter names another zone, so an API that
+//! expects UTC never receives local wall-clock time by accident. Only `today`,
+//! a calendar date, belongs to the default time zone.
+//!
 //! `s`, `m` and `h` are exact durations. `d` and `w` move the calendar
-//! date in the default time zone and keep the wall-clock time, so
+//! date in the value's zone and keep the wall-clock time, so
 //! `today + 1d` is always the next midnight, even across a daylight-saving
 //! change (in UTC a day is simply 24 hours). An offset on a value that is
 //! not a time (a number, some text) is an error; a missing value stays
@@ -64,7 +69,7 @@
 //!
 //! | filter | result |
 //! |--------|--------|
-//! | `tz Europe/Berlin` | later filters format the time in this IANA time zone (the default is the default time zone). It changes formatting only: `today` is always midnight in the default time zone. |
+//! | `tz Europe/Berlin` | later filters format the time in this IANA time zone (otherwise instants are formatted in UTC and `today` in the default zone). It changes formatting only: `today` is always midnight in the default time zone. |
 //! | `iso` | RFC 3339 with seconds: `2026-03-29T00:30:00Z` in UTC, with the zone's offset otherwise: `2026-03-29T02:30:00+01:00` (after `tz Europe/London`) |
 //! | `date` | the date, `2026-03-29` (the same as `%Y-%m-%d`) |
 //! | `unix` | seconds since 1970-01-01T00:00:00Z, as a number: `1774744200` |
@@ -1049,13 +1054,20 @@ impl Placeholder {
     }
 
     fn eval(&self, ctx: &dyn Context) -> Result<V, RenderError> {
+        // Instants (`now`, `watermark`, ...) format in UTC unless a `tz` filter says otherwise:
+        // an API that wants UTC must never get local wall-clock time by accident. `today` is a
+        // calendar date, so it belongs to the default zone (the source's `timezone`).
         let tz = ctx.default_tz();
-        let time = |t: DateTime<Utc>, date_only: bool| -> Result<V, RenderError> {
+        let time = |t: DateTime<Utc>, zone: Tz, date_only: bool| -> Result<V, RenderError> {
             let t = in_range(t).ok_or_else(|| self.out_of_range())?;
-            Ok(V::Time { t, tz, date_only })
+            Ok(V::Time {
+                t,
+                tz: zone,
+                date_only,
+            })
         };
         let mut v = match &self.term {
-            Term::Now => time(ctx.now(), false)?,
+            Term::Now => time(ctx.now(), chrono_tz::UTC, false)?,
             Term::Today => {
                 let now = in_range(ctx.now()).ok_or_else(|| self.out_of_range())?;
                 let midnight = now
@@ -1063,10 +1075,10 @@ impl Placeholder {
                     .date_naive()
                     .and_time(chrono::NaiveTime::MIN);
                 let t = resolve_local(tz, midnight).ok_or_else(|| self.out_of_range())?;
-                time(t, true)?
+                time(t, tz, true)?
             }
             Term::Name(n) => match ctx.name(n) {
-                Some(Val::Time(t)) => time(t, false)?,
+                Some(Val::Time(t)) => time(t, chrono_tz::UTC, false)?,
                 Some(Val::Json(v)) => V::Json(v),
                 None => V::Json(Value::Null),
             },
@@ -1082,7 +1094,7 @@ impl Placeholder {
                     tz: zone,
                     date_only,
                 } => V::Time {
-                    t: shift.apply(t, tz).ok_or_else(|| self.out_of_range())?,
+                    t: shift.apply(t, zone).ok_or_else(|| self.out_of_range())?,
                     tz: zone,
                     date_only: date_only && shift.exact.is_zero(),
                 },
@@ -1521,11 +1533,16 @@ mod tests {
         assert_eq!(rc("{{ today | iso }}"), "2026-03-29T00:00:00+01:00");
         assert_eq!(rc("{{ today + 1d | iso }}"), "2026-03-30T00:00:00+02:00");
         assert_eq!(rc("{{ today | tz UTC | iso }}"), "2026-03-28T23:00:00Z");
-        assert_eq!(rc("{{ now }}"), "2026-03-29T01:30:00+01:00");
-        // Same wall-clock time tomorrow, 23 hours later.
+        // Instants stay in UTC unless asked: no local wall-clock time sent by accident.
+        assert_eq!(rc("{{ now }}"), "2026-03-29T00:30:00Z");
+        assert_eq!(rc("{{ now | %Y-%m-%dT%H:%M:%S }}"), "2026-03-29T00:30:00");
+        assert_eq!(
+            rc("{{ now | tz Europe/Berlin | iso }}"),
+            "2026-03-29T01:30:00+01:00"
+        );
         assert_eq!(
             rc("{{ now + 1d | unix }}"),
-            (1774744200 + 23 * 3600).to_string()
+            (1774744200 + 24 * 3600).to_string()
         );
     }
 

@@ -217,3 +217,52 @@ async fn retry_after_on_429_is_honoured() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_first_schedule_entry_delays_the_first_attempt() {
+    let t = spawn_app(Options {
+        endpoints: r#"
+[endpoints.crm]
+url = "{RECEIVER}/crm"
+retry_schedule = ["30s", "1s"]
+jitter = 0.0
+"#
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    let id = t.sim.create_booking();
+    let start = now_ms();
+    t.poll().await;
+    t.sim.modify_booking(id);
+    t.poll().await;
+    assert_eq!(
+        t.app.deliver_due_at(start + 1_000).await.unwrap().attempted,
+        0,
+        "not before 30s"
+    );
+    assert_eq!(
+        t.app
+            .deliver_due_at(start + 31_000)
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
+    // The next event of the booking had its own 30 s, already past: it goes right after.
+    assert_eq!(
+        t.app
+            .deliver_due_at(start + 31_000)
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
+    let kinds: Vec<String> = t
+        .accepted()
+        .iter()
+        .map(|r| r.json().unwrap()["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["new", "modify"]);
+}

@@ -559,3 +559,42 @@ secrets = [{{ file = "{{SECRET_FILE}}" }}, {{ file = "{new}" }}]
             .unwrap_or_else(|e| panic!("{secret}: {e:?}"));
     }
 }
+
+#[tokio::test]
+async fn readiness_and_event_listing() {
+    let t = spawn_app(Options::default()).await;
+    let cancel = CancellationToken::new();
+    let admin = serve_admin(&t.app, &cancel).await;
+    t.poll().await;
+    let id = t.sim.create_booking();
+    t.poll().await;
+    let r = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events = get_json(&format!("{admin}/events?limit=5")).await;
+    assert_eq!(events[0]["booking_id"], id.to_string());
+    assert_eq!(events[0]["kind"], "new");
+    let pending = get_json(&format!("{admin}/deliveries?state=pending")).await;
+    assert_eq!(
+        pending[0]["event_id"], events[0]["id"],
+        "delivery rows name their event"
+    );
+
+    // Three failed polls in a row: not ready, and it says which source.
+    t.sim.fail_next(100, 500);
+    for _ in 0..3 {
+        assert!(t.app.poll_now("hotel").await.is_err());
+    }
+    let r = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["failing_sources"][0], "hotel");
+    t.sim.fail_next(0, 200);
+    t.poll().await;
+    assert_eq!(
+        reqwest::get(format!("{admin}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
