@@ -1136,10 +1136,10 @@ impl Validator {
                         ),
                     );
                 }
-            } else if let Some(v) = n.strip_prefix("beds24.") {
-                if !self.variable_names.contains(v) {
-                    self.bad(key, format!("`{{{{ {n} }}}}`: unknown variable `{v}`; add it to `variables` with the JSON Pointer it reads"));
-                }
+            } else if let Some(v) = n.strip_prefix("beds24.")
+                && !self.variable_names.contains(v)
+            {
+                self.bad(key, format!("`{{{{ {n} }}}}`: unknown variable `{v}`; add it to `variables` with the JSON Pointer it reads"));
             }
         }
     }

@@ -99,9 +99,9 @@ async fn one_failing_booking_keeps_its_order_and_does_not_hold_up_others() {
     let t = spawn_app(Options::default()).await;
     t.poll().await;
     let a = t.sim.bookings()[0]["id"].as_u64().unwrap();
-    let start = now_ms();
     t.sim.modify_booking(a);
     t.poll().await;
+    let start = now_ms();
     t.receiver.fail_next(1, 500);
     let r = t.app.deliver_due_at(start).await.unwrap();
     assert_eq!(r.retrying, 1, "A's first modify failed");
@@ -233,8 +233,8 @@ jitter = 0.0
     .await;
     t.poll().await;
     let id = t.sim.create_booking();
-    let start = now_ms();
     t.poll().await;
+    let start = t.app.store().events().unwrap()[0].detected_ms;
     t.sim.modify_booking(id);
     t.poll().await;
     assert_eq!(
