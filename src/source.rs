@@ -1134,6 +1134,31 @@ mod tests {
     }
 
     #[test]
+    fn beds24_legacy_xml_ids_in_attributes_and_text_statuses() {
+        let c = cfg(
+            "format = \"xml\"\nitems = \"/bookings/booking\"\nid = \"/@id\"\nstatus = \"/status\"\ncancelled_values = [\"Cancelled\"]",
+        );
+        let doc = decode(
+            c.format,
+            br#"<bookings datefrom="2019-08-01"><booking id="13300894" action=""><status>Confirmed</status></booking><booking id="13300895"><status>Cancelled</status></booking></bookings>"#,
+            1,
+        )
+        .unwrap();
+        let r = ex(&c, &doc).unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["13300894", "13300895"]
+        );
+        let policy = crate::diff::Policy {
+            status: c.status.clone(),
+            cancelled_values: c.cancelled_values.clone(),
+            ..Default::default()
+        };
+        assert!(!policy.is_cancelled(&r[0].doc));
+        assert!(policy.is_cancelled(&r[1].doc));
+    }
+
+    #[test]
     fn xml_pages_decode_into_the_same_tree() {
         let c = cfg("format = \"xml\"\nitems = \"/response/booking\"\nid = \"/trans_num\"");
         let one = decode(

@@ -183,3 +183,44 @@ async fn a_lookup_answered_with_an_error_body_is_not_a_cancellation() {
             .cancelled
     );
 }
+
+#[tokio::test]
+async fn a_booking_shifted_onto_the_next_page_is_counted_once() {
+    // Offset paging while the data shifts: booking 2 appears at the end of page 1 and again at
+    // the start of page 2. It is one booking, its later copy wins.
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let app = axum::Router::new().fallback(|Query(q): Query<HashMap<String, String>>| async move {
+        let body = match q.get("offset").map(String::as_str) {
+            Some("0") => r#"{"data": [{"id": 1, "v": "a"}, {"id": 2, "v": "old"}]}"#,
+            Some("2") => r#"{"data": [{"id": 2, "v": "new"}, {"id": 3, "v": "c"}]}"#,
+            _ => r#"{"data": []}"#,
+        };
+        ([("content-type", "application/json")], body)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[store]
+path = "{store}"
+[sources.shifty]
+url = "http://{addr}/b"
+every = "1h"
+items = "/data"
+first_poll = "emit_new"
+[sources.shifty.pagination]
+style = "offset"
+size = 2
+"#,
+        store = dir.path().join("s.redb").display()
+    );
+    let app = crate::helpers::build(&toml);
+    let r = app.poll_now("shifty").await.unwrap();
+    assert_eq!(r.bookings, 3);
+    let ids: Vec<&str> = r.events.iter().map(|e| e.booking_id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    assert_eq!(r.events[1].booking["v"], "new");
+}
