@@ -912,11 +912,6 @@ impl<'t> PollTxn<'t> {
         Ok(())
     }
 
-    /// The events emitted so far in this transaction.
-    pub fn emitted(&self) -> &[Event] {
-        &self.emitted
-    }
-
     /// Takes the emitted events (to announce them after commit).
     pub fn take_emitted(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.emitted)
