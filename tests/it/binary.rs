@@ -9,6 +9,19 @@ fn pollhook() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pollhook"))
 }
 
+/// `pollhook check --config PATH`: exit code and stderr.
+fn check(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = pollhook()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
@@ -48,13 +61,8 @@ format = "v9"
 timeout = "soon"
 "#,
     );
-    let out = pollhook()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(2));
     assert!(err.contains("bad.toml"), "{err}");
     assert!(err.contains("sources.hotel.cron"), "{err}");
     assert!(err.contains("endpoints.crm.format"), "{err}");
@@ -71,32 +79,19 @@ fn check_reports_unknown_keys_syntax_errors_and_missing_files() {
         "u.toml",
         "[sources.hotel]\nurl = \"http://x/\"\nevery = \"1m\"\nintervall = 3\n",
     );
-    let out = pollhook()
-        .args(["check", "--config"])
-        .arg(&unknown)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = check(&unknown);
+    assert_eq!(code, Some(2));
     assert!(err.contains("sources.hotel.intervall"), "{err}");
     assert!(err.contains("unknown field"), "{err}");
 
     let syntax = write(&dir, "s.toml", "[sources.hotel\nurl = 1\n");
-    let out = pollhook()
-        .args(["check", "--config"])
-        .arg(&syntax)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = check(&syntax);
+    assert_eq!(code, Some(2));
     assert!(err.contains("line 1"), "{err}");
 
-    let out = pollhook()
-        .args(["check", "--config", "/nonexistent/p.toml"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/p.toml"));
+    let (code, err) = check(std::path::Path::new("/nonexistent/p.toml"));
+    assert_ne!(code, Some(0));
+    assert!(err.contains("/nonexistent/p.toml"), "{err}");
 }
 
 #[test]
@@ -107,12 +102,7 @@ fn environment_overrides_are_validated_like_the_file() {
         "c.toml",
         "[sources.hotel]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\n",
     );
-    let ok = pollhook()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    assert_eq!(check(&path).0, Some(0));
     let out = pollhook()
         .args(["check", "--config"])
         .arg(&path)
