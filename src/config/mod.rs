@@ -1,0 +1,800 @@
+//! Configuration: loads TOML + `POLLHOOK_` environment overrides with figment into a raw serde
+//! layer, then validates it into typed [`Config`] (durations, URLs, schedules, secrets resolved),
+//! reporting every problem at once with the key path that caused it.
+//!
+//! Two layers, as ripgrep does: [`raw`] mirrors the file exactly (`deny_unknown_fields` everywhere),
+//! [`Config`] is what the rest of the program uses. Nothing outside this module sees figment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use url::Url;
+
+use crate::outbox::{EventKind, RetryPolicy};
+use crate::schedule::Schedule;
+use crate::signing::SigningKey;
+use crate::template::Template;
+
+pub mod raw;
+mod validate;
+
+use validate::Validator;
+
+/// The environment variable prefix for overrides; nested keys are separated by `__`
+/// (`POLLHOOK_SOURCES__HOTEL__URL` overrides `[sources.hotel] url`).
+pub const ENV_PREFIX: &str = "POLLHOOK_";
+
+/// One problem found in the configuration, tied to the key that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `sources.hotel.every`.
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist or cannot be read.
+    #[error("config file {path}: {reason}")]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Syntax, unknown keys, wrong types or invalid values; every problem is listed.
+    #[error("config file {}: {} problem(s)\n{}", file.display(), problems.len(), list(problems))]
+    Invalid {
+        /// The file being loaded.
+        file: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A secret value resolved from a file, an environment variable or a systemd credential.
+/// `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Validated configuration: everything parsed, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from (for messages), if any.
+    pub file: Option<PathBuf>,
+    /// Where the redb file lives.
+    pub store_path: PathBuf,
+    /// How long delivered history is kept.
+    pub retention: Duration,
+    /// Log output.
+    pub log: LogConfig,
+    /// Admin listener address; `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Sources in name order.
+    pub sources: Vec<SourceConfig>,
+    /// Endpoints in name order.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default filter directive when `RUST_LOG` is unset.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when running under systemd, human text otherwise.
+    Auto,
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub use crate::auth::Auth;
+
+/// How a source's result set is split into pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pagination {
+    /// One request returns everything.
+    None,
+    /// A page-number parameter, incremented until the stop condition.
+    Page {
+        /// Query parameter carrying the page number.
+        param: String,
+        /// The first page's number.
+        start: u64,
+        /// Optional page-size parameter and value.
+        size: Option<(String, u64)>,
+        /// When to stop.
+        stop: PageStop,
+        /// Where the parameters go.
+        param_in: ParamIn,
+    },
+    /// An offset parameter advanced by the page size.
+    Offset {
+        /// Offset parameter.
+        param: String,
+        /// Page-size parameter and value.
+        size: (String, u64),
+        /// Total-count pointer; without it, stop at a short or empty page.
+        total: Option<String>,
+        /// Where the parameters go.
+        param_in: ParamIn,
+    },
+    /// An opaque cursor from each response, sent back as a parameter.
+    Cursor {
+        /// Cursor parameter.
+        param: String,
+        /// JSON Pointer to the next cursor; missing, null or empty means last page.
+        next: String,
+        /// Where the parameter goes.
+        param_in: ParamIn,
+    },
+    /// The response carries the URL of the next page (absolute or relative, same host only).
+    NextLink {
+        /// JSON Pointer to the next URL; missing, null or empty means last page.
+        pointer: String,
+    },
+}
+
+/// Where pagination parameters go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    /// The query string.
+    Query,
+    /// The top level of the (JSON or form) body.
+    Body,
+}
+
+/// When page-number pagination stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageStop {
+    /// At the first page with no items.
+    EmptyPage,
+    /// When the boolean at this pointer is false (or absent).
+    HasMore(String),
+    /// After the page count found at this pointer.
+    TotalPages(String),
+}
+
+/// What the first successful poll of a source does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPoll {
+    /// Record what exists and send nothing.
+    Baseline,
+    /// Send a `new` event for every booking found.
+    EmitNew,
+}
+
+/// What it means when a known booking is missing from a full poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisappear {
+    /// Nothing: it may merely have left the date window.
+    Ignore,
+    /// Treat it as cancelled (subject to the mass-disappearance guard).
+    Cancel,
+    /// Fetch it by id: gone or cancelled means cancel; present and active means it left the
+    /// window and nothing is emitted (subject to the guard).
+    Lookup,
+}
+
+/// HTTP method of a source request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceMethod {
+    /// GET with query parameters.
+    Get,
+    /// POST with a body (and query parameters).
+    Post,
+}
+
+/// Body encoding for POST sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json`.
+    Json,
+    /// `application/x-www-form-urlencoded` (top-level keys; lists repeat the key).
+    Form,
+}
+
+/// How list-valued query parameters are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayStyle {
+    /// `status=a&status=b`.
+    Repeat,
+    /// `status[]=a&status[]=b`.
+    Brackets,
+    /// `status=a,b`.
+    Comma,
+}
+
+/// Response body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// JSON.
+    Json,
+    /// XML, turned into the same tree (see the `xml` module).
+    Xml,
+}
+
+/// How the bookings sit at the `items` pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemsShape {
+    /// An array (a single object counts as a list of one).
+    List,
+    /// An object keyed by id: its values are the bookings (an empty array also means none).
+    Keyed,
+}
+
+/// A success check on every response besides the HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SuccessCheck {
+    /// The value at the pointer must equal this.
+    Equals(String, serde_json::Value),
+    /// The value at the pointer must not equal this.
+    NotEquals(String, serde_json::Value),
+    /// Nothing may be at the pointer (e.g. an `error` member).
+    Absent(String),
+}
+
+/// A request parameter value: one or several templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// One value.
+    One(Template),
+    /// Several values, encoded by the array style.
+    Many(Vec<Template>),
+}
+
+/// Sync mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every poll returns everything in scope.
+    Full,
+    /// Polls ask for what changed since the watermark (with an overlap); full passes as configured.
+    Incremental,
+}
+
+/// Incremental polling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    /// Extra query parameters on incremental polls (may use `{{ watermark }}`).
+    pub query: Vec<(String, ParamValue)>,
+    /// Extra top-level body members on incremental polls.
+    pub body: Option<serde_json::Value>,
+    /// Subtracted from the watermark.
+    pub overlap: Duration,
+    /// A full pass at least this often (None: only the first poll).
+    pub full_every: Option<Duration>,
+}
+
+/// Fetching one booking by id (for `on_disappear = "lookup"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    /// URL (default: the source URL).
+    pub url: Url,
+    /// Query parameters (may use `{{ id }}`).
+    pub query: Vec<(String, ParamValue)>,
+    /// Body members for POST sources (may use `{{ id }}`).
+    pub body: Option<serde_json::Value>,
+    /// Items pointer in the answer (default: the source's).
+    pub items: String,
+}
+
+/// Politeness towards the polled API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Politeness {
+    /// Least time between the end of one request and the start of the next.
+    pub min_gap: Duration,
+    /// Transient failures (connection errors, timeouts, 429, 5xx) retried within a cycle.
+    pub retries: u32,
+    /// First backoff delay (doubles each retry).
+    pub retry_backoff: Duration,
+    /// Longest `Retry-After` or rate-limit reset waited for inside a cycle.
+    pub max_retry_after: Duration,
+    /// Headers giving the remaining request budget (first present wins).
+    pub remaining_headers: Vec<String>,
+    /// Headers giving seconds until the budget resets.
+    pub reset_headers: Vec<String>,
+}
+
+/// One source to poll.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique name (the table key in the config).
+    pub name: String,
+    /// The list endpoint.
+    pub url: Url,
+    /// When to poll.
+    pub schedule: Schedule,
+    /// GET or POST.
+    pub method: SourceMethod,
+    /// JSON or XML.
+    pub format: ResponseFormat,
+    /// Query parameters (templates).
+    pub query: Vec<(String, ParamValue)>,
+    /// List encoding in query strings.
+    pub array_style: ArrayStyle,
+    /// POST body (a JSON tree whose strings may be templates).
+    pub body: Option<serde_json::Value>,
+    /// POST body encoding.
+    pub body_format: BodyFormat,
+    /// Shape of the items.
+    pub items_shape: ItemsShape,
+    /// Success check besides the HTTP status.
+    pub success: Option<SuccessCheck>,
+    /// Full or incremental.
+    pub sync: SyncMode,
+    /// Incremental settings (when `sync` is incremental).
+    pub incremental: Option<Incremental>,
+    /// By-id lookup (when `on_disappear` is lookup).
+    pub lookup: Option<Lookup>,
+    /// Politeness settings.
+    pub politeness: Politeness,
+    /// Time zone for `today` in templates and for cron schedules.
+    pub tz: chrono_tz::Tz,
+    /// Named secrets for request templates (`{{ secret.NAME }}`), e.g. credentials that an API
+    /// wants inside the body.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Static, non-secret headers.
+    pub headers: Vec<(String, String)>,
+    /// Authentication.
+    pub auth: Auth,
+    /// JSON Pointer to the array of bookings ("" = the document itself).
+    pub items: String,
+    /// JSON Pointers whose values together form the booking id.
+    pub id: Vec<String>,
+    /// JSON Pointer to the status, if the API has one.
+    pub status: Option<String>,
+    /// Status values (compared as strings) that mean cancelled.
+    pub cancelled_values: Vec<String>,
+    /// Fields that never count as a change.
+    pub ignore_fields: Vec<String>,
+    /// If non-empty, only these fields count as a change.
+    pub only_fields: Vec<String>,
+    /// What the first poll does.
+    pub first_poll: FirstPoll,
+    /// What a missing booking means.
+    pub on_disappear: OnDisappear,
+    /// Largest share of known active bookings that may be cancelled by disappearance in one poll.
+    pub max_disappear_share: f64,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// Largest number of pages one poll may fetch.
+    pub max_pages: u32,
+    /// Pagination style.
+    pub pagination: Pagination,
+}
+
+/// The wire format of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Beds24 v1: `bookid` and `status` in the query string.
+    V1,
+    /// JSON envelope in the body.
+    V2,
+}
+
+/// One receiver of notifications.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Unique name.
+    pub name: String,
+    /// Target URL.
+    pub url: Url,
+    /// Wire format.
+    pub format: Format,
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// Sources it receives events from.
+    pub sources: BTreeSet<String>,
+    /// Event kinds it receives.
+    pub events: BTreeSet<EventKind>,
+    /// Signing keys (all are used; several allow rotation).
+    pub keys: Vec<SigningKey>,
+    /// Extra static headers.
+    pub headers: Vec<(String, String)>,
+    /// Retry schedule and jitter.
+    pub retry: RetryPolicy,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Largest number of concurrent requests to this endpoint.
+    pub max_in_flight: u32,
+    /// Whether deliveries are attempted (events queue either way).
+    pub enabled: bool,
+    /// Authentication towards the receiver.
+    pub auth: Auth,
+    /// Method overrides per event kind.
+    pub methods: BTreeMap<EventKind, reqwest::Method>,
+    /// After failing continuously this long the endpoint is reported as failing.
+    pub failing_after: Duration,
+    /// v1: name of the booking id parameter.
+    pub bookid_param: String,
+    /// v1: name of the status parameter.
+    pub status_param: String,
+    /// v2 body shape.
+    pub preset: crate::presets::BodyPreset,
+    /// v2 custom body template (overrides the preset).
+    pub body: Option<crate::template::TemplateTree>,
+    /// The URL as a template, when it contains placeholders (values are percent-encoded).
+    pub url_template: Option<Template>,
+    /// Beds24-style `[NAME]` variables: name -> JSON Pointer into the booking.
+    pub variables: BTreeMap<String, String>,
+}
+
+impl EndpointConfig {
+    /// The method used for events of `kind`.
+    pub fn method_for(&self, kind: EventKind) -> reqwest::Method {
+        self.methods
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| self.method.clone())
+    }
+}
+
+impl Config {
+    /// Loads `path` plus `POLLHOOK_` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(figment, Some(path))
+    }
+
+    /// Validates a configuration given as TOML text (no environment overrides). Used by the demo
+    /// and tests; `name` stands in for the file name in messages.
+    pub fn from_toml_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::new().merge(Toml::string(text));
+        Self::from_figment(figment, Some(Path::new(name)))
+    }
+
+    fn from_figment(figment: Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file_buf = file.map(Path::to_path_buf).unwrap_or_default();
+        let raw: raw::RawConfig = figment.extract().map_err(|err| ConfigError::Invalid {
+            file: file_buf.clone(),
+            problems: err.into_iter().map(figment_problem).collect(),
+        })?;
+        let mut v = Validator::default();
+        let config = v.config(raw, file);
+        match config {
+            Some(c) if v.problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid {
+                file: file_buf,
+                problems: v.problems,
+            }),
+        }
+    }
+
+    /// The endpoints that receive events of `kind` from `source`.
+    pub fn routes<'a>(
+        &'a self,
+        source: &'a str,
+        kind: EventKind,
+    ) -> impl Iterator<Item = &'a EndpointConfig> + 'a {
+        self.endpoints
+            .iter()
+            .filter(move |e| e.sources.contains(source) && e.events.contains(&kind))
+    }
+
+    /// Looks a source up by name.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn figment_problem(e: figment::Error) -> Problem {
+    // figment prefixes every path with the profile ("default"); operators never wrote that.
+    let path: Vec<&str> = e
+        .path
+        .iter()
+        .map(String::as_str)
+        .skip_while(|p| *p == "default")
+        .collect();
+    // figment quotes the list of expected fields inside backticks of its own:
+    // "expected `one of `a`, `b``"; say it plainly.
+    let mut message = e
+        .kind
+        .to_string()
+        .replace("expected `one of ", "expected one of ")
+        .replace("``", "`");
+    if let Some(meta) = &e.metadata
+        && meta.name.contains("environment")
+    {
+        message.push_str(" (from an environment variable; values there are parsed as TOML, quote strings like '\"12345\"')");
+    }
+    Problem {
+        key: path.join("."),
+        message,
+    }
+}
+
+/// Parses a human duration ("30s", "5m", "1h 30m", "0s").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write a number and a unit, e.g. \"30s\", \"5m\", \"1h 30m\"")
+    })
+}
+
+const DEFAULT_RETRY: &[&str] = &["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
+/// The default retry schedule as written in the docs.
+pub fn default_retry_schedule() -> Vec<Duration> {
+    DEFAULT_RETRY
+        .iter()
+        .filter_map(|s| humantime::parse_duration(s).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match Config::from_toml_str(text, "test.toml") {
+            Ok(_) => panic!("expected an error"),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    const MINIMAL: &str = r#"
+        [sources.hotel]
+        url = "http://127.0.0.1:1/bookings"
+        every = "30s"
+        [endpoints.crm]
+        url = "http://127.0.0.1:2/hook"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml_str(MINIMAL, "t.toml").unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.id, vec!["/id"]);
+        assert_eq!(s.first_poll, FirstPoll::Baseline);
+        assert_eq!(s.on_disappear, OnDisappear::Ignore);
+        assert_eq!(s.pagination, Pagination::None);
+        let e = &c.endpoints[0];
+        assert_eq!(e.format, Format::V2);
+        assert_eq!(e.method, reqwest::Method::POST);
+        assert_eq!(e.retry.schedule, default_retry_schedule());
+        assert_eq!(e.retry.schedule.len(), 8);
+        assert!(e.sources.contains("hotel"));
+        assert_eq!(e.timeout, Duration::from_secs(15));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9477".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let p = problems(&format!(
+            "{MINIMAL}\n[sources.hotel.pagination]\nstyle = \"page\"\nbogus = 1\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sources.hotel.pagination.bogus");
+        assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let p = problems(&MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nmax_in_flight = \"ten\"",
+        ));
+        assert_eq!(p[0].key, "endpoints.crm.max_in_flight");
+    }
+
+    #[test]
+    fn all_value_problems_are_reported_at_once() {
+        let text = r#"
+            [sources.hotel]
+            url = "ftp://x"
+            every = "3 parsecs"
+            items = "data"
+            on_disappear = "explode"
+            [endpoints.crm]
+            url = "http://127.0.0.1/"
+            format = "v3"
+            sources = ["nope"]
+            events = ["created"]
+            retry_schedule = ["1s", "soon"]
+            jitter = 2.0
+        "#;
+        let p = problems(text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "sources.hotel.url",
+            "sources.hotel.every",
+            "sources.hotel.items",
+            "sources.hotel.on_disappear",
+            "endpoints.crm.format",
+            "endpoints.crm.sources",
+            "endpoints.crm.events",
+            "endpoints.crm.retry_schedule[1]",
+            "endpoints.crm.jitter",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {keys:?}");
+        }
+        assert!(p.iter().all(|p| !p.message.is_empty()));
+    }
+
+    #[test]
+    fn bad_cron_names_the_key() {
+        let p = problems(&MINIMAL.replace("every = \"30s\"", "cron = \"61 * * * *\""));
+        assert_eq!(p[0].key, "sources.hotel.cron");
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "cron = \"0 9 * * *\"\ntimezone = \"Mars/Olympus\"",
+        ));
+        assert_eq!(p[0].key, "sources.hotel.timezone");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            &format!(
+                "[endpoints.crm]\nsecrets = [{{ file = {:?} }}]",
+                path.display().to_string()
+            ),
+        );
+        let c = Config::from_toml_str(&text, "t.toml").unwrap();
+        assert_eq!(c.endpoints[0].keys.len(), 1);
+        assert!(!format!("{c:?}").contains("MfKQ9r8"));
+
+        let missing = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nsecrets = [{ file = \"/nonexistent/pollhook-secret\" }]",
+        );
+        let p = problems(&missing);
+        assert_eq!(p[0].key, "endpoints.crm.secrets[0]");
+        assert!(p[0].message.contains("/nonexistent/pollhook-secret"));
+
+        let two = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nsecrets = [{ file = \"/a\", env = \"B\" }]",
+        );
+        assert!(problems(&two)[0].message.contains("exactly one"));
+    }
+
+    #[test]
+    fn bad_secret_contents_do_not_leak() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "hunter2-not-base64!").unwrap();
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            &format!(
+                "[endpoints.crm]\nsecrets = [{{ file = {:?} }}]",
+                path.display().to_string()
+            ),
+        );
+        let p = problems(&text);
+        assert!(p.iter().all(|p| !p.message.contains("hunter2")), "{p:?}");
+    }
+
+    #[test]
+    fn missing_file_is_reported_with_its_path() {
+        let e = Config::load(Path::new("/nonexistent/pollhook.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pollhook.toml"), "{e}");
+    }
+
+    #[test]
+    fn no_sources_is_an_error() {
+        let p = problems("[admin]\nlisten = \"off\"\n");
+        assert_eq!(p[0].key, "sources");
+    }
+
+    #[test]
+    fn template_names_must_exist() {
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nsecrets = { key = { env = \"PATH\" } }\nquery = { a = \"{{ secret.key }}\", b = \"{{ secret.kye }}\" }",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sources.hotel.query.b");
+        assert!(
+            p[0].message.contains("no secret `kye`") && p[0].message.contains("key"),
+            "{}",
+            p[0].message
+        );
+        let text = MINIMAL.replace(
+            "[endpoints.crm]",
+            "[endpoints.crm]\nbody = { a = \"{{ event.idd }}\", b = \"{{ beds24.NOPE }}\", c = \"{{ booking }}\" }",
+        );
+        assert_ne!(text, MINIMAL);
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["endpoints.crm.body", "endpoints.crm.body"], "{p:?}");
+        assert!(p[0].message.contains("event.idd"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn bodies_need_post_and_incremental_needs_the_watermark() {
+        let inc = MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nsync = \"incremental\"\n[sources.hotel.incremental]\nquery = { since = \"{{ now }}\" }\nbody = { x = \"{{ watermark }}\" }",
+        );
+        let p = problems(&inc);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sources.hotel.incremental.body"],
+            "the body uses the watermark, but GET has no body: {p:?}"
+        );
+        let p = problems(&inc.replace("body = { x = \"{{ watermark }}\" }", ""));
+        assert_eq!(p[0].key, "sources.hotel.incremental.query");
+        assert!(p[0].message.contains("watermark"));
+        let p = problems(&MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nheaders = { \"bad header\" = \"x\" }",
+        ));
+        assert_eq!(p[0].key, "sources.hotel.headers.bad header");
+    }
+
+    #[test]
+    fn names_must_be_env_friendly() {
+        let p = problems(
+            &MINIMAL
+                .replace("[sources.hotel]", "[sources.Hotel]")
+                .replace(
+                    "[endpoints.crm]\n",
+                    "[endpoints.crm]\nsources = [\"Hotel\"]\n",
+                ),
+        );
+        assert_eq!(p[0].key, "sources.Hotel");
+    }
+}
