@@ -17,6 +17,8 @@
 //! | `endpoints_v1`  | endpoint                     | [`EndpointState`]    |
 //! | `tokens_v1`     | token cache key              | [`StoredToken`]      |
 //! | `dead_v1`       | (endpoint, seq)              | () dead letters      |
+//! | `delivered_v1`  | (created ms, endpoint, seq)  | () for retention     |
+//! | `event_refs_v1` | seq                          | deliveries left      |
 //!
 //! Invariants: a pending delivery is in `lanes_v1`; exactly the first pending delivery of each
 //! (endpoint, lane) is in `due_v1`, under the `next_ms` its row carries. That is what keeps one
@@ -44,6 +46,8 @@ const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids_v1
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints_v1");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
 const DEAD: TableDefinition<(&str, u64), ()> = TableDefinition::new("dead_v1");
+const DELIVERED: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("delivered_v1");
+const EVENT_REFS: TableDefinition<u64, u32> = TableDefinition::new("event_refs_v1");
 
 const NEXT_SEQ: &str = "next_seq";
 
@@ -248,6 +252,8 @@ impl Store {
             txn.open_table(ENDPOINTS)?;
             txn.open_table(TOKENS)?;
             txn.open_table(DEAD)?;
+            txn.open_table(DELIVERED)?;
+            txn.open_table(EVENT_REFS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -378,6 +384,7 @@ impl Store {
             let mut lanes = txn.open_table(LANES)?;
             let mut due = txn.open_table(DUE)?;
             let mut dead = txn.open_table(DEAD)?;
+            let mut delivered = txn.open_table(DELIVERED)?;
             for (row, prev_next_ms) in outcomes {
                 let ep = row.endpoint.as_str();
                 // Only a row still due under the time we fetched it may be updated: anything
@@ -394,6 +401,8 @@ impl Store {
                     DeliveryState::Delivered | DeliveryState::Dead => {
                         if row.state == DeliveryState::Dead {
                             dead.insert((ep, row.seq), ())?;
+                        } else {
+                            delivered.insert((row.created_ms, ep, row.seq), ())?;
                         }
                         lanes.remove((ep, row.lane.as_str(), row.seq))?;
                         promote(&mut lanes, &mut deliveries, &mut due, ep, &row.lane, now_ms)?;
@@ -420,19 +429,44 @@ impl Store {
     }
 
     /// Delivery rows in a given state, newest (highest event sequence) first, at most `limit`.
+    /// Reads the keys of that state's index and decodes only the rows returned.
     pub fn deliveries_in(&self, state: DeliveryState, limit: usize) -> Result<Vec<Delivery>> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(DELIVERIES)?;
-        let mut out = Vec::new();
-        for entry in t.range::<(&str, u64)>(..)? {
-            let (_, v) = entry?;
-            let d: Delivery = decode("deliveries_v1", v.value())?;
-            if d.state == state {
-                out.push(d);
+        let mut keys: Vec<(u64, String)> = Vec::new();
+        match state {
+            DeliveryState::Dead => {
+                for entry in txn.open_table(DEAD)?.range::<(&str, u64)>(..)? {
+                    let (k, _) = entry?;
+                    let (ep, seq) = k.value();
+                    keys.push((seq, ep.to_string()));
+                }
+            }
+            DeliveryState::Pending => {
+                for entry in txn.open_table(LANES)?.range::<(&str, &str, u64)>(..)? {
+                    let (k, _) = entry?;
+                    let (ep, _, seq) = k.value();
+                    keys.push((seq, ep.to_string()));
+                }
+            }
+            DeliveryState::Delivered => {
+                for entry in txn.open_table(DELIVERED)?.range::<(i64, &str, u64)>(..)? {
+                    let (k, _) = entry?;
+                    let (_, ep, seq) = k.value();
+                    if !ep.is_empty() {
+                        keys.push((seq, ep.to_string()));
+                    }
+                }
             }
         }
-        out.sort_by(|a, b| b.seq.cmp(&a.seq).then_with(|| a.endpoint.cmp(&b.endpoint)));
-        out.truncate(limit);
+        keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        keys.truncate(limit);
+        let t = txn.open_table(DELIVERIES)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (seq, ep) in keys {
+            if let Some(v) = t.get((ep.as_str(), seq))? {
+                out.push(decode("deliveries_v1", v.value())?);
+            }
+        }
         Ok(out)
     }
 
@@ -494,6 +528,7 @@ impl Store {
             let events = txn.open_table(EVENTS)?;
             let ids = txn.open_table(EVENT_IDS)?;
             let mut dead = txn.open_table(DEAD)?;
+            let mut delivered = txn.open_table(DELIVERED)?;
             let wanted_endpoint =
                 |ep: &str, only: &Option<String>| only.as_deref().is_none_or(|o| o == ep);
             let mut chosen: Vec<Delivery> = Vec::new();
@@ -549,6 +584,7 @@ impl Store {
                 }
                 let ep = d.endpoint.clone();
                 dead.remove((ep.as_str(), d.seq))?;
+                delivered.remove((d.created_ms, ep.as_str(), d.seq))?;
                 d.state = DeliveryState::Pending;
                 d.attempts = 0;
                 d.next_ms = now_ms;
@@ -587,43 +623,44 @@ impl Store {
         Ok(count)
     }
 
-    /// Deletes delivered deliveries created before `before_ms`, then events older than that with
-    /// no delivery left. Dead letters and pending deliveries are never pruned. At most
-    /// `max_rows` deliveries per call (call again while it returns `max_rows`).
+    /// Deletes delivered deliveries created before `before_ms` (at most `max_rows`, oldest
+    /// first), and each event whose last delivery that was. Dead letters and pending deliveries
+    /// are never pruned. Work and memory are proportional to what is deleted, not to the size of
+    /// the store. Call again while it returns `max_rows`.
     pub fn prune(&self, before_ms: i64, max_rows: usize) -> Result<usize> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut deliveries = txn.open_table(DELIVERIES)?;
+            let mut delivered = txn.open_table(DELIVERED)?;
+            let mut refs = txn.open_table(EVENT_REFS)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut ids = txn.open_table(EVENT_IDS)?;
-            let mut doomed: Vec<(String, u64)> = Vec::new();
-            let mut still_referenced = std::collections::HashSet::new();
-            for entry in deliveries.range::<(&str, u64)>(..)? {
-                let (k, v) = entry?;
-                let (ep, seq) = k.value();
-                let d: Delivery = decode("deliveries_v1", v.value())?;
-                if d.state == DeliveryState::Delivered
-                    && d.created_ms < before_ms
-                    && doomed.len() < max_rows
-                {
-                    doomed.push((ep.to_string(), seq));
-                } else {
-                    still_referenced.insert(seq);
+            let mut doomed: Vec<(i64, String, u64)> = Vec::new();
+            for entry in delivered.range((i64::MIN, "", 0u64)..(before_ms, "", 0u64))? {
+                if doomed.len() >= max_rows {
+                    break;
                 }
+                let (k, _) = entry?;
+                let (at, ep, seq) = k.value();
+                doomed.push((at, ep.to_string(), seq));
             }
-            for (ep, seq) in &doomed {
+            for (at, ep, seq) in &doomed {
+                delivered.remove((*at, ep.as_str(), *seq))?;
                 deliveries.remove((ep.as_str(), *seq))?;
-            }
-            let mut old_events: Vec<(u64, String)> = Vec::new();
-            for entry in events.range::<u64>(..)? {
-                let (k, v) = entry?;
-                let e: Event = decode("events_v1", v.value())?;
-                if e.detected_ms < before_ms && !still_referenced.contains(&k.value()) {
-                    old_events.push((k.value(), e.id));
+                let left = refs
+                    .get(*seq)?
+                    .map(|v| v.value())
+                    .unwrap_or(1)
+                    .saturating_sub(1);
+                if left > 0 {
+                    refs.insert(*seq, left)?;
+                    continue;
                 }
-            }
-            for (seq, id) in &old_events {
-                events.remove(*seq)?;
+                refs.remove(*seq)?;
+                let id = match events.remove(*seq)? {
+                    Some(v) => decode::<Event>("events_v1", v.value())?.id,
+                    None => continue,
+                };
                 ids.remove(id.as_str())?;
             }
             doomed.len()
@@ -814,6 +851,8 @@ pub struct PollTxn<'t> {
     due: Table<'t, (i64, &'static str, u64), ()>,
     meta: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, u64>,
+    event_refs: Table<'t, u64, u32>,
+    delivered: Table<'t, (i64, &'static str, u64), ()>,
     emitted: Vec<Event>,
 }
 
@@ -830,6 +869,8 @@ impl<'t> PollTxn<'t> {
             due: txn.open_table(DUE)?,
             meta: txn.open_table(META)?,
             event_ids: txn.open_table(EVENT_IDS)?,
+            event_refs: txn.open_table(EVENT_REFS)?,
+            delivered: txn.open_table(DELIVERED)?,
             emitted: Vec::new(),
         })
     }
@@ -893,6 +934,14 @@ impl<'t> PollTxn<'t> {
         };
         self.events.insert(seq, encode(&event).as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;
+        if endpoints.is_empty() {
+            // Nobody subscribes to it: it ages out of the history like a delivered delivery
+            // (an entry under the empty endpoint name in the retention index).
+            self.delivered.insert((event.detected_ms, "", seq), ())?;
+            self.event_refs.insert(seq, 1)?;
+        } else {
+            self.event_refs.insert(seq, endpoints.len() as u32)?;
+        }
         for (ep, first_delay_ms) in endpoints {
             let mut d = Delivery::new(ep, &event);
             d.next_ms += first_delay_ms;
@@ -1043,6 +1092,53 @@ mod tests {
         let again = s.due(20, 10, &no_skip).unwrap().items.remove(0);
         assert_eq!(again.event.id, ev.id);
         assert_eq!(again.delivery.attempts, 0);
+    }
+
+    #[test]
+    fn prune_removes_delivered_history_and_orphan_events_only() {
+        let (_d, s) = store();
+        let delivered = emit(&s, "b1", &["ep"], 10).remove(0);
+        let dead = emit(&s, "b2", &["ep"], 10).remove(0);
+        let orphan = emit(&s, "b3", &[], 10).remove(0);
+        let pending = emit(&s, "b4", &["ep"], 10).remove(0);
+        let two_eps = emit(&s, "b5", &["ep", "other"], 10).remove(0);
+        for item in s.due(10, 10, &no_skip).unwrap().items {
+            let state = match item.event.booking_id.as_str() {
+                "b1" | "b5" => DeliveryState::Delivered,
+                "b2" => DeliveryState::Dead,
+                _ => continue,
+            };
+            if item.delivery.endpoint == "other" {
+                continue;
+            }
+            finish(&s, &item, state, 10);
+        }
+        // Nothing is older than the cutoff yet.
+        assert_eq!(s.prune(5, 100).unwrap(), 0);
+        assert_eq!(
+            s.prune(11, 100).unwrap(),
+            3,
+            "b1, b5@ep and the orphan's entry"
+        );
+        let left: Vec<String> = s.events().unwrap().into_iter().map(|e| e.id).collect();
+        assert!(!left.contains(&delivered.id));
+        assert!(!left.contains(&orphan.id));
+        assert!(left.contains(&dead.id), "dead letters keep their event");
+        assert!(left.contains(&pending.id));
+        assert!(
+            left.contains(&two_eps.id),
+            "still referenced by its other endpoint's delivery"
+        );
+        assert_eq!(s.deliveries_of(two_eps.seq).unwrap().len(), 1);
+        // Bounded batches.
+        let (_d2, s2) = store();
+        for i in 0..5 {
+            emit(&s2, &format!("x{i}"), &[], 10);
+        }
+        assert_eq!(s2.prune(11, 2).unwrap(), 2);
+        assert_eq!(s2.prune(11, 2).unwrap(), 2);
+        assert_eq!(s2.prune(11, 2).unwrap(), 1);
+        assert!(s2.events().unwrap().is_empty());
     }
 
     #[test]
