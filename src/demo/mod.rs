@@ -6,6 +6,79 @@
 pub mod receiver;
 pub mod simulator;
 
+/// An HTTP request as the simulator or the receiver saw it: what both record for assertions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Captured {
+    /// HTTP method, e.g. `"POST"`.
+    pub method: String,
+    /// The path without the query (not percent-decoded), e.g. `"/hooks/bookings"`.
+    pub path: String,
+    /// The query pairs, percent-decoded, in order (repeated keys repeat, `status[]` stays as is).
+    pub query: Vec<(String, String)>,
+    /// The headers in order, names lower-case, values decoded lossily as UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Captured {
+    /// Records a request's parts.
+    pub fn new(
+        method: &axum::http::Method,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+        body: Vec<u8>,
+    ) -> Captured {
+        Captured {
+            method: method.as_str().to_string(),
+            path: uri.path().to_string(),
+            query: Captured::query_of(uri),
+            headers: Captured::headers_of(headers),
+            body,
+        }
+    }
+
+    /// Header pairs in order, names lower-case, values decoded lossily as UTF-8.
+    pub fn headers_of(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The decoded query pairs of a URI, in order.
+    pub fn query_of(uri: &axum::http::Uri) -> Vec<(String, String)> {
+        uri.query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of query parameter `name` (exact key).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 use std::time::Duration;
 
 use base64::Engine as _;

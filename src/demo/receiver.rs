@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -15,6 +15,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::Captured;
 
 /// Largest request body accepted; a larger one is answered 413.
 const MAX_BODY: usize = 1024 * 1024;
@@ -26,16 +28,9 @@ const REQUEST_CAPACITY: usize = 1024;
 /// One request the receiver got, and what it answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// HTTP method, e.g. `"POST"`.
-    pub method: String,
-    /// Path as sent (not percent-decoded), e.g. `"/hooks/bookings"`.
-    pub path: String,
-    /// Query pairs, percent-decoded, in order.
-    pub query: Vec<(String, String)>,
-    /// Headers in order, names lowercased (values not UTF-8 are decoded lossily).
-    pub headers: Vec<(String, String)>,
-    /// The request body (empty if it was over 1 MiB or could not be read).
-    pub body: Vec<u8>,
+    /// The request (its body is empty if it was over 1 MiB or could not be read). Its fields and
+    /// lookups (`path`, `header(..)`, ...) are also reachable directly on `Received`.
+    pub request: Captured,
     /// Standard Webhooks signature check: `None` when the receiver has no secrets or the request
     /// lacks `webhook-id`, `webhook-timestamp` or `webhook-signature`.
     pub signature_valid: Option<bool>,
@@ -45,23 +40,14 @@ pub struct Received {
     pub at: DateTime<Utc>,
 }
 
+impl std::ops::Deref for Received {
+    type Target = Captured;
+    fn deref(&self) -> &Captured {
+        &self.request
+    }
+}
+
 impl Received {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first value of query parameter `name` (case-sensitive).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// The body parsed as JSON, if it is JSON.
     pub fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
@@ -267,26 +253,8 @@ fn text_response(status: StatusCode, body: &'static str) -> Response {
 async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Response {
     let at = Utc::now();
     let (parts, body) = req.into_parts();
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let v = match v.to_str() {
-                Ok(s) => s.to_string(),
-                Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            };
-            (k.as_str().to_ascii_lowercase(), v)
-        })
-        .collect();
-    let query = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-        .map(|q| q.0)
-        .unwrap_or_default();
     let mut rec = Received {
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query,
-        headers,
-        body: Vec::new(),
+        request: Captured::new(&parts.method, &parts.uri, &parts.headers, Vec::new()),
         signature_valid: None,
         status: 0,
         at,
@@ -302,7 +270,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Respon
             return text_response(status, "payload too large");
         }
     };
-    rec.body = bytes.to_vec();
+    rec.request.body = bytes.to_vec();
     if !shared.secrets.is_empty()
         && let (Some(id), Some(ts), Some(sig)) = (
             rec.header("webhook-id"),

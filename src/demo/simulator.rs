@@ -823,35 +823,17 @@ const BEDS24_V2_STATUSES: [&str; 6] = [
 /// One request to a vendor route, as [`Simulator::vendor_requests`] tells it.
 #[derive(Debug, Clone)]
 pub struct SimRequest {
-    /// `GET` or `POST`.
-    pub method: String,
-    /// The path without the query, e.g. `/beds24/v2/bookings`.
-    pub path: String,
-    /// The query pairs, percent-decoded, in order (repeated keys repeat, `status[]` stays as is).
-    pub query: Vec<(String, String)>,
-    /// The request headers in order, names lower-case, values decoded lossily as UTF-8.
-    pub headers: Vec<(String, String)>,
-    /// The raw body.
-    pub body: Vec<u8>,
+    /// The request. Its fields and lookups (`path`, `query_param(..)`, ...) are also reachable
+    /// directly on `SimRequest`.
+    pub request: super::Captured,
     /// When it arrived.
     pub at: std::time::Instant,
 }
 
-impl SimRequest {
-    /// The first value of query parameter `name` (exact key), if any.
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first value of header `name` (case-insensitive), if any.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl std::ops::Deref for SimRequest {
+    type Target = super::Captured;
+    fn deref(&self) -> &super::Captured {
+        &self.request
     }
 }
 
@@ -1006,18 +988,10 @@ struct VendorRequest {
 
 impl VendorRequest {
     fn new(method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> VendorRequest {
-        let query = uri
-            .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
         VendorRequest {
             method,
             path: uri.path().to_string(),
-            query,
+            query: super::Captured::query_of(uri),
             headers,
             body,
         }
@@ -1025,20 +999,13 @@ impl VendorRequest {
 
     fn to_log(&self) -> SimRequest {
         SimRequest {
-            method: self.method.to_string(),
-            path: self.path.clone(),
-            query: self.query.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: self.body.to_vec(),
+            request: super::Captured {
+                method: self.method.to_string(),
+                path: self.path.clone(),
+                query: self.query.clone(),
+                headers: super::Captured::headers_of(&self.headers),
+                body: self.body.to_vec(),
+            },
             at: std::time::Instant::now(),
         }
     }
@@ -3904,7 +3871,7 @@ mod vendor_tests {
             assert_eq!(r.header("api-key"), Some(SMOOBU_API_KEY));
             assert!(r.body.is_empty());
             assert!(r.at >= mint.at);
-            pages.push(r.query_value("page").expect("page"));
+            pages.push(r.query_param("page").expect("page"));
         }
         pages.sort_unstable();
         assert_eq!(pages, ["1", "2", "3"]);

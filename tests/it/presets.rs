@@ -170,7 +170,7 @@ async fn beds24_v2_lifecycle_tokens_and_incremental_polls() {
         .find(|r| r.path.ends_with("/bookings"))
         .unwrap();
     assert!(
-        last.query_value("modifiedFrom").is_some(),
+        last.query_param("modifiedFrom").is_some(),
         "{:?}",
         last.query
     );
@@ -239,7 +239,7 @@ async fn beds24_v2_leaving_the_default_window_is_not_a_cancellation() {
         p.sim
             .vendor_requests()
             .iter()
-            .any(|q| q.query_value("id") == Some(wanted.as_str())),
+            .any(|q| q.query_param("id") == Some(wanted.as_str())),
         "it was looked up by id before deciding"
     );
 }
@@ -280,7 +280,7 @@ async fn beds24_v2_a_booking_that_vanishes_is_looked_up_before_cancelling() {
         .sim
         .vendor_requests()
         .iter()
-        .filter(|q| q.query_value("id").is_some())
+        .filter(|q| q.query_param("id").is_some())
         .count();
     tokio::time::sleep(Duration::from_millis(2)).await;
     assert!(p.poll().await.is_empty());
@@ -288,7 +288,7 @@ async fn beds24_v2_a_booking_that_vanishes_is_looked_up_before_cancelling() {
         .sim
         .vendor_requests()
         .iter()
-        .filter(|q| q.query_value("id").is_some())
+        .filter(|q| q.query_param("id").is_some())
         .count();
     assert_eq!(lookups_before, lookups_after);
 }
@@ -351,7 +351,7 @@ async fn smoobu_lifecycle_sees_cancellations_only_because_it_asks() {
     let p = preset("smoobu", "smoobu", &fast).await;
     lifecycle(&p, &plain).await;
     let last = p.sim.vendor_requests().pop().unwrap();
-    assert_eq!(last.query_value("showCancellation"), Some("true"));
+    assert_eq!(last.query_param("showCancellation"), Some("true"));
 
     // Without showCancellation the same cancellation would be invisible to an incremental poll.
     let p = preset("smoobu", "smoobu", &|t| {
@@ -463,7 +463,7 @@ async fn rezgo_single_booking_cdata_and_purchase_window() {
     assert!(
         sim.vendor_requests()
             .iter()
-            .any(|q| q.query_value("q") == Some(wanted.as_str()))
+            .any(|q| q.query_param("q") == Some(wanted.as_str()))
     );
     // Really cancelled later: the next full poll looks it up no more (it is outside), but when
     // the window comes back it is seen again.
