@@ -137,124 +137,136 @@ async fn events(State(app): State<App>, Query(q): Query<EventsQuery>) -> Respons
     }
 }
 
+/// Writes one metric family in the Prometheus text format: its HELP and TYPE lines, then one
+/// line per sample (`labels` already formatted, e.g. `source="hotel"`; source and endpoint names
+/// are restricted by the config to characters that need no escaping).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
 async fn metrics(State(app): State<App>) -> Response {
     let counts = match app.store().run(|s| s.counts()).await {
         Ok(c) => c,
         Err(e) => return internal(e),
     };
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
+    let o = &mut out;
+    let one = |v: u64| [(String::new(), v)];
+    family(
+        o,
         "pollhook_events_stored",
+        "gauge",
         "Events kept in the store.",
-        counts.events,
+        one(counts.events),
     );
-    gauge(
+    family(
+        o,
         "pollhook_deliveries_pending",
+        "gauge",
         "Deliveries queued or waiting for a retry.",
-        counts.pending,
+        one(counts.pending),
     );
-    gauge(
+    family(
+        o,
         "pollhook_deliveries_due_heads",
+        "gauge",
         "Per-booking lane heads in the due index.",
-        counts.due,
+        one(counts.due),
     );
-    gauge(
+    family(
+        o,
         "pollhook_dead_letters",
+        "gauge",
         "Deliveries that exhausted their retries.",
-        counts.dead,
+        one(counts.dead),
     );
+
     let health = app.inner.progress.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP pollhook_source_polls_total Committed polls since start.\n# TYPE pollhook_source_polls_total counter"
+    let per_source = |f: &dyn Fn(&SourceHealth) -> Option<u64>| -> Vec<(String, u64)> {
+        health
+            .iter()
+            .filter_map(|(s, h)| f(h).map(|v| (format!("source=\"{s}\""), v)))
+            .collect()
+    };
+    family(
+        o,
+        "pollhook_source_polls_total",
+        "counter",
+        "Committed polls since start.",
+        per_source(&|h| Some(h.successes_total)),
     );
-    for (s, h) in &health {
-        let _ = writeln!(
-            out,
-            "pollhook_source_polls_total{{source=\"{s}\"}} {}",
-            h.successes_total
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP pollhook_source_poll_failures_total Failed polls since start.\n# TYPE pollhook_source_poll_failures_total counter"
+    family(
+        o,
+        "pollhook_source_poll_failures_total",
+        "counter",
+        "Failed polls since start.",
+        per_source(&|h| Some(h.failures_total)),
     );
-    for (s, h) in &health {
-        let _ = writeln!(
-            out,
-            "pollhook_source_poll_failures_total{{source=\"{s}\"}} {}",
-            h.failures_total
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP pollhook_events_detected_total Changes detected since start.\n# TYPE pollhook_events_detected_total counter"
+    family(
+        o,
+        "pollhook_events_detected_total",
+        "counter",
+        "Changes detected since start.",
+        per_source(&|h| Some(h.events_total)),
     );
-    for (s, h) in &health {
-        let _ = writeln!(
-            out,
-            "pollhook_events_detected_total{{source=\"{s}\"}} {}",
-            h.events_total
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP pollhook_source_last_success_timestamp_seconds When the source last committed a poll.\n# TYPE pollhook_source_last_success_timestamp_seconds gauge"
+    family(
+        o,
+        "pollhook_source_last_success_timestamp_seconds",
+        "gauge",
+        "When the source last committed a poll.",
+        per_source(&|h| h.last_success_ms.map(|ms| (ms / 1000) as u64)),
     );
-    for (s, h) in &health {
-        if let Some(ms) = h.last_success_ms {
-            let _ = writeln!(
-                out,
-                "pollhook_source_last_success_timestamp_seconds{{source=\"{s}\"}} {}",
-                ms / 1000
-            );
-        }
-    }
+
     if let Ok(report) = app.inner.dispatcher.endpoint_report().await {
-        let _ = writeln!(
-            out,
-            "# HELP pollhook_endpoint_failing 1 while the endpoint has failed continuously for longer than failing_after.\n# TYPE pollhook_endpoint_failing gauge"
+        let per_endpoint =
+            |f: &dyn Fn(&crate::delivery::EndpointReport) -> u64| -> Vec<(String, u64)> {
+                report
+                    .iter()
+                    .map(|e| (format!("endpoint=\"{}\"", e.name), f(e)))
+                    .collect()
+            };
+        family(
+            o,
+            "pollhook_endpoint_failing",
+            "gauge",
+            "1 while the endpoint has failed continuously for longer than failing_after.",
+            per_endpoint(&|e| u64::from(e.failing)),
         );
-        for e in &report {
-            let _ = writeln!(
-                out,
-                "pollhook_endpoint_failing{{endpoint=\"{}\"}} {}",
-                e.name,
-                u8::from(e.failing)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP pollhook_endpoint_disabled 1 while deliveries to the endpoint are suspended (410 Gone or config).\n# TYPE pollhook_endpoint_disabled gauge"
+        family(
+            o,
+            "pollhook_endpoint_disabled",
+            "gauge",
+            "1 while deliveries to the endpoint are suspended (410 Gone or config).",
+            per_endpoint(&|e| u64::from(e.disabled.is_some() || !e.enabled)),
         );
-        for e in &report {
-            let _ = writeln!(
-                out,
-                "pollhook_endpoint_disabled{{endpoint=\"{}\"}} {}",
-                e.name,
-                u8::from(e.disabled.is_some() || !e.enabled)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP pollhook_deliveries_total Delivery outcomes since start (failed counts every failed attempt).\n# TYPE pollhook_deliveries_total counter"
-        );
-        for e in &report {
-            for (outcome, n) in [
+        let outcomes = report.iter().flat_map(|e| {
+            [
                 ("delivered", e.delivered_total),
                 ("failed", e.failed_attempts_total),
                 ("dead", e.dead_total),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "pollhook_deliveries_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    e.name
-                );
-            }
-        }
+            ]
+            .map(|(outcome, n)| (format!("endpoint=\"{}\",outcome=\"{outcome}\"", e.name), n))
+        });
+        family(
+            o,
+            "pollhook_deliveries_total",
+            "counter",
+            "Delivery outcomes since start (failed counts every failed attempt).",
+            outcomes,
+        );
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
