@@ -170,12 +170,15 @@ impl App {
                         "poll committed"
                     );
                 }
+                let watched = self.inner.notices.receiver_count() > 0;
                 for e in &r.events {
                     tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %e.booking_id, "change detected");
-                    let _ = self
-                        .inner
-                        .notices
-                        .send(Notice::Detected(Arc::new(e.clone())));
+                    if watched {
+                        let _ = self
+                            .inner
+                            .notices
+                            .send(Notice::Detected(Arc::new(e.clone())));
+                    }
                 }
                 if !r.events.is_empty() {
                     self.inner.wake.notify_one();

@@ -419,20 +419,21 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let disabled = self
-            .disabled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let active: HashSet<String> = self
-            .endpoints
-            .iter()
-            .filter(|(n, e)| e.cfg.enabled && !disabled.contains_key(*n))
-            .map(|(n, _)| n.clone())
-            .collect();
+        // Endpoints not sending: off in the config, or suspended after a 410. Small integer sets,
+        // since this runs before every due scan.
+        let inactive: HashSet<u32> = {
+            let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+            self.endpoints
+                .iter()
+                .filter(|(n, e)| !e.cfg.enabled || disabled.contains_key(*n))
+                .filter_map(|(n, _)| self.ids.get(n).copied())
+                .collect()
+        };
         let ids = self.ids.clone();
-        move |ep: &str, seq: u64| {
-            !active.contains(ep) || ids.get(ep).is_some_and(|i| busy.contains(&(*i, seq)))
+        move |ep: &str, seq: u64| match ids.get(ep) {
+            // An endpoint no longer configured: its deliveries wait in the store.
+            None => true,
+            Some(i) => inactive.contains(i) || busy.contains(&(*i, seq)),
         }
     }
 
@@ -836,13 +837,15 @@ async fn attempt(
     if let Some(ct) = rendered.content_type {
         put("content-type", ct);
     }
+    // Shared, so a repeat after a 401 does not copy the body.
+    let body = bytes::Bytes::from(rendered.body);
     let mut retried_auth = false;
     let result = loop {
         let req = ep
             .http
             .request(rendered.method.clone(), rendered.url.clone())
             .headers(headers.clone())
-            .body(rendered.body.clone());
+            .body(body.clone());
         let req = match ep.auth.apply(req).await {
             Ok(r) => r,
             Err(e) => break Err(e.to_string()),

@@ -19,6 +19,7 @@
 //! | `dead_v1`       | (endpoint, seq)              | () dead letters      |
 //! | `delivered_v1`  | (created ms, endpoint, seq)  | () for retention     |
 //! | `event_refs_v1` | seq                          | deliveries left      |
+//! | `orphans_v1`    | (detected ms, seq)           | () events no endpoint subscribed to, for retention |
 //!
 //! Invariants: a pending delivery is in `lanes_v1`; exactly the first pending delivery of each
 //! (endpoint, lane) is in `due_v1`, under the `next_ms` its row carries. That is what keeps one
@@ -48,6 +49,7 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
 const DEAD: TableDefinition<(&str, u64), ()> = TableDefinition::new("dead_v1");
 const DELIVERED: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("delivered_v1");
 const EVENT_REFS: TableDefinition<u64, u32> = TableDefinition::new("event_refs_v1");
+const ORPHANS: TableDefinition<(i64, u64), ()> = TableDefinition::new("orphans_v1");
 
 const NEXT_SEQ: &str = "next_seq";
 
@@ -254,6 +256,7 @@ impl Store {
             txn.open_table(DEAD)?;
             txn.open_table(DELIVERED)?;
             txn.open_table(EVENT_REFS)?;
+            txn.open_table(ORPHANS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -452,9 +455,7 @@ impl Store {
                 for entry in txn.open_table(DELIVERED)?.range::<(i64, &str, u64)>(..)? {
                     let (k, _) = entry?;
                     let (_, ep, seq) = k.value();
-                    if !ep.is_empty() {
-                        keys.push((seq, ep.to_string()));
-                    }
+                    keys.push((seq, ep.to_string()));
                 }
             }
         }
@@ -623,18 +624,27 @@ impl Store {
         Ok(count)
     }
 
-    /// Deletes delivered deliveries created before `before_ms` (at most `max_rows`, oldest
-    /// first), and each event whose last delivery that was. Dead letters and pending deliveries
-    /// are never pruned. Work and memory are proportional to what is deleted, not to the size of
-    /// the store. Call again while it returns `max_rows`.
+    /// Deletes delivered deliveries created before `before_ms` and each event whose last
+    /// delivery that was, then events older than that which no endpoint subscribed to; at most
+    /// `max_rows` in all, oldest first. Dead letters and pending deliveries are never pruned.
+    /// Work and memory are proportional to what is deleted, not to the size of the store. Call
+    /// again while it returns `max_rows`.
     pub fn prune(&self, before_ms: i64, max_rows: usize) -> Result<usize> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let mut delivered = txn.open_table(DELIVERED)?;
+            let mut orphans = txn.open_table(ORPHANS)?;
             let mut refs = txn.open_table(EVENT_REFS)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut ids = txn.open_table(EVENT_IDS)?;
+            let mut drop_event = |seq: u64| -> Result<()> {
+                if let Some(v) = events.remove(seq)? {
+                    let e: Event = decode("events_v1", v.value())?;
+                    ids.remove(e.id.as_str())?;
+                }
+                Ok(())
+            };
             let mut doomed: Vec<(i64, String, u64)> = Vec::new();
             for entry in delivered.range((i64::MIN, "", 0u64)..(before_ms, "", 0u64))? {
                 if doomed.len() >= max_rows {
@@ -654,16 +664,23 @@ impl Store {
                     .saturating_sub(1);
                 if left > 0 {
                     refs.insert(*seq, left)?;
-                    continue;
+                } else {
+                    refs.remove(*seq)?;
+                    drop_event(*seq)?;
                 }
-                refs.remove(*seq)?;
-                let id = match events.remove(*seq)? {
-                    Some(v) => decode::<Event>("events_v1", v.value())?.id,
-                    None => continue,
-                };
-                ids.remove(id.as_str())?;
             }
-            doomed.len()
+            let mut unwatched: Vec<(i64, u64)> = Vec::new();
+            for entry in orphans.range((i64::MIN, 0u64)..(before_ms, 0u64))? {
+                if doomed.len() + unwatched.len() >= max_rows {
+                    break;
+                }
+                unwatched.push(entry?.0.value());
+            }
+            for (at, seq) in &unwatched {
+                orphans.remove((*at, *seq))?;
+                drop_event(*seq)?;
+            }
+            doomed.len() + unwatched.len()
         };
         txn.commit()?;
         Ok(removed)
@@ -852,7 +869,7 @@ pub struct PollTxn<'t> {
     meta: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, u64>,
     event_refs: Table<'t, u64, u32>,
-    delivered: Table<'t, (i64, &'static str, u64), ()>,
+    orphans: Table<'t, (i64, u64), ()>,
     emitted: Vec<Event>,
 }
 
@@ -870,7 +887,7 @@ impl<'t> PollTxn<'t> {
             meta: txn.open_table(META)?,
             event_ids: txn.open_table(EVENT_IDS)?,
             event_refs: txn.open_table(EVENT_REFS)?,
-            delivered: txn.open_table(DELIVERED)?,
+            orphans: txn.open_table(ORPHANS)?,
             emitted: Vec::new(),
         })
     }
@@ -935,10 +952,8 @@ impl<'t> PollTxn<'t> {
         self.events.insert(seq, encode(&event).as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;
         if endpoints.is_empty() {
-            // Nobody subscribes to it: it ages out of the history like a delivered delivery
-            // (an entry under the empty endpoint name in the retention index).
-            self.delivered.insert((event.detected_ms, "", seq), ())?;
-            self.event_refs.insert(seq, 1)?;
+            // Nobody subscribes to it: it ages out of the history on its own.
+            self.orphans.insert((event.detected_ms, seq), ())?;
         } else {
             self.event_refs.insert(seq, endpoints.len() as u32)?;
         }
