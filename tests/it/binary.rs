@@ -114,6 +114,34 @@ fn environment_overrides_are_validated_like_the_file() {
     assert!(err.contains("sources.hotel.every"), "{err}");
 }
 
+/// What a daemon test starts from: the simulator, the receiver, the temp dir, the config text
+/// (polling every second, `tweak` applied), the config file and the daemon's log file. No app runs
+/// in this process: the daemon under test owns the state file.
+async fn daemon_setup(
+    opts: Options,
+    tweak: impl Fn(String) -> String,
+) -> (
+    pollhook::demo::simulator::Simulator,
+    pollhook::demo::receiver::Receiver,
+    tempfile::TempDir,
+    String,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let TestApp {
+        app,
+        sim,
+        receiver,
+        dir,
+        toml,
+    } = spawn_app(opts).await;
+    drop(app);
+    let toml = tweak(toml.replace("every = \"1h\"", "every = \"1s\""));
+    let config = write(&dir, "pollhook.toml", &toml);
+    let log = dir.path().join("daemon.log");
+    (sim, receiver, dir, toml, config, log)
+}
+
 struct Daemon(std::process::Child);
 
 impl Daemon {
@@ -155,18 +183,7 @@ async fn kill_9_mid_delivery_loses_nothing_and_detects_nothing_twice() {
         page_size: 2,
         ..Options::default()
     };
-    let t = spawn_app(opts).await;
-    let TestApp {
-        app,
-        sim,
-        receiver,
-        dir,
-        toml,
-    } = t;
-    drop(app); // the daemon process owns the state file
-    let toml = toml.replace("every = \"1h\"", "every = \"1s\"");
-    let config = write(&dir, "pollhook.toml", &toml);
-    let log = dir.path().join("daemon.log");
+    let (sim, receiver, _dir, _toml, config, log) = daemon_setup(opts, |t| t).await;
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let mut daemon = Daemon::start(&config, &log);
@@ -277,18 +294,7 @@ fn hup(d: &Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rejects_a_broken_config_and_applies_a_good_one() {
-    let t = spawn_app(Options::default()).await;
-    let TestApp {
-        app,
-        sim,
-        receiver,
-        dir,
-        toml,
-    } = t;
-    drop(app);
-    let toml = toml.replace("every = \"1h\"", "every = \"1s\"");
-    let config = write(&dir, "pollhook.toml", &toml);
-    let log = dir.path().join("daemon.log");
+    let (sim, receiver, dir, toml, config, log) = daemon_setup(Options::default(), |t| t).await;
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let mut daemon = Daemon::start(&config, &log);
     wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
@@ -331,21 +337,7 @@ async fn sighup_rejects_a_broken_config_and_applies_a_good_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_daemon_cleanly() {
-    let t = spawn_app(Options::default()).await;
-    let TestApp {
-        app,
-        sim,
-        dir,
-        toml,
-        ..
-    } = t;
-    drop(app);
-    let config = write(
-        &dir,
-        "pollhook.toml",
-        &toml.replace("every = \"1h\"", "every = \"1s\""),
-    );
-    let log = dir.path().join("daemon.log");
+    let (sim, _receiver, _dir, _toml, config, log) = daemon_setup(Options::default(), |t| t).await;
     let mut daemon = Daemon::start(&config, &log);
     wait_until("first poll", Duration::from_secs(20), || {
         sim.requests() >= 2
@@ -462,23 +454,15 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_talk_to_the_running_daemon() {
-    let t = spawn_app(Options::default()).await;
-    let TestApp {
-        app,
-        sim,
-        receiver,
-        dir,
-        toml,
-    } = t;
-    drop(app);
     let port = free_port();
     let admin = format!("http://127.0.0.1:{port}");
-    let toml = toml.replace("every = \"1h\"", "every = \"1s\"").replace(
-        "listen = \"off\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config = write(&dir, "pollhook.toml", &toml);
-    let log = dir.path().join("daemon.log");
+    let (sim, receiver, _dir, _toml, config, log) = daemon_setup(Options::default(), |t| {
+        t.replace(
+            "listen = \"off\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+    })
+    .await;
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let _daemon = Daemon::start(&config, &log);
     wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
