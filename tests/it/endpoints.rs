@@ -598,3 +598,38 @@ async fn readiness_and_event_listing() {
         200
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_a_failed_attempt_not_an_unauthenticated_send() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let token_url = format!("http://{}/token", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cs"), "sh!").unwrap();
+    let t = spawn_app(Options {
+        endpoints: format!(
+            r#"
+[endpoints.crm]
+url = "{{RECEIVER}}/crm"
+auth = {{ type = "oauth2", token_url = "{token_url}", client_id = "pollhook", secret = {{ file = "{cs}" }} }}
+"#,
+            cs = dir.path().join("cs").display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    t.sim.create_booking();
+    t.poll().await;
+    let r = t.app.deliver_due().await.unwrap();
+    assert_eq!((r.attempted, r.retrying), (1, 1));
+    assert!(
+        t.receiver.received().is_empty(),
+        "nothing sent without credentials"
+    );
+    let ev = &t.app.store().events().unwrap()[0];
+    let d = &t.app.store().deliveries_of(ev.seq).unwrap()[0];
+    let error = d.history[0].error.as_deref().unwrap();
+    assert!(error.contains("token request"), "{error}");
+    assert!(!error.contains("sh!"));
+}

@@ -224,3 +224,26 @@ size = 2
     assert_eq!(ids, ["1", "2", "3"]);
     assert_eq!(r.events[1].booking["v"], "new");
 }
+
+#[tokio::test]
+async fn a_query_secret_never_appears_in_a_poll_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "s3cr3t-query-key").unwrap();
+    let t = spawn_app(Options {
+        source_extra: format!(
+            "auth = {{ type = \"query\", name = \"key\", secret = {{ file = \"{}\" }} }}",
+            dir.path().join("key").display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    t.sim.fail_next(10, 500);
+    let e = t.app.poll_now("hotel").await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 500"), "{e}");
+    assert!(!e.contains("s3cr3t"), "the secret leaked into: {e}");
+    t.sim.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let e = t.app.poll_now("hotel").await.unwrap_err().to_string();
+    assert!(!e.contains("s3cr3t"), "the secret leaked into: {e}");
+    assert!(!format!("{:?}", t.app.config()).contains("s3cr3t"));
+}
