@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pollhook::clock::Clock;
 use pollhook::config::Config;
 use pollhook::delivery::Dispatcher;
 use pollhook::outbox::{DeliveryState, EventKind};
@@ -113,7 +114,15 @@ async fn delivery(n: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(&url, dir.path());
     let store = Store::open(&cfg.store_path).expect("store");
-    let rt = Arc::new(SourceRuntime::new(&cfg, &cfg.sources[0], store.clone()).expect("source"));
+    let rt = Arc::new(
+        SourceRuntime::new(
+            &cfg,
+            &cfg.sources[0],
+            Arc::new(store.clone()),
+            Clock::system(),
+        )
+        .expect("source"),
+    );
     // N events on N bookings, committed the way a poll commits them.
     let now = chrono::Utc::now().timestamp_millis();
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
@@ -138,8 +147,8 @@ async fn delivery(n: u64) -> (f64, f64) {
         .expect("events")
         .iter()
         .map(|e| {
-            serde_json::to_vec(&pollhook::presets::render(
-                pollhook::presets::BodyPreset::Pollhook,
+            serde_json::to_vec(&pollhook::delivery::presets::render(
+                pollhook::config::BodyPreset::Pollhook,
                 e,
                 1,
             ))
@@ -150,8 +159,9 @@ async fn delivery(n: u64) -> (f64, f64) {
     hits.store(0, Ordering::Relaxed);
 
     let (tx, _rx) = tokio::sync::broadcast::channel(16);
-    let dispatcher =
-        Arc::new(Dispatcher::new(store.clone(), &cfg.endpoints, tx).expect("dispatcher"));
+    let dispatcher = Arc::new(
+        Dispatcher::new(store.clone(), Clock::system(), &cfg.endpoints, tx).expect("dispatcher"),
+    );
     let cancel = tokio_util::sync::CancellationToken::new();
     let wake = Arc::new(tokio::sync::Notify::new());
     let start = Instant::now();
@@ -185,8 +195,15 @@ fn group_commit(n: u64) -> (f64, f64) {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config("http://127.0.0.1:9/", dir.path());
         let store = Store::open(&cfg.store_path).expect("store");
-        let rt =
-            Arc::new(SourceRuntime::new(&cfg, &cfg.sources[0], store.clone()).expect("source"));
+        let rt = Arc::new(
+            SourceRuntime::new(
+                &cfg,
+                &cfg.sources[0],
+                Arc::new(store.clone()),
+                Clock::system(),
+            )
+            .expect("source"),
+        );
         let now = 0;
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
@@ -231,7 +248,15 @@ fn poll(n: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config("http://127.0.0.1:9/", dir.path());
     let store = Store::open(&cfg.store_path).expect("store");
-    let rt = Arc::new(SourceRuntime::new(&cfg, &cfg.sources[0], store.clone()).expect("source"));
+    let rt = Arc::new(
+        SourceRuntime::new(
+            &cfg,
+            &cfg.sources[0],
+            Arc::new(store.clone()),
+            Clock::system(),
+        )
+        .expect("source"),
+    );
     // Pages of 100 bookings as the API would send them; the second poll has 10% modified.
     let pages = |rev_every: u64| -> Vec<Vec<u8>> {
         (0..n)

@@ -3,11 +3,11 @@
 //!
 //! No I/O, no clock. The poll pipeline feeds it rows read inside the store's write transaction.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
+use crate::json::{JsonError, escape, fingerprint, remove_pointer, scalar_string, set_pointer};
 use crate::outbox::{EventKind, FieldChange};
+use crate::store::StoredBooking;
 
 /// What counts as significant and what means cancelled, for one source.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,21 +20,6 @@ pub struct Policy {
     pub ignore: Vec<String>,
     /// If non-empty, the only fields that count.
     pub only: Vec<String>,
-}
-
-/// The last-seen state of one booking, as kept in the snapshot store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredBooking {
-    /// Fingerprint of the significant content.
-    pub hash: String,
-    /// Whether it was cancelled when last seen (by status or by confirmed disappearance).
-    pub cancelled: bool,
-    /// The document as last returned by the source.
-    pub doc: Value,
-    /// Missing from full polls but confirmed active by a lookup: it left the polled window.
-    /// Not looked up again until it reappears.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub outside: bool,
 }
 
 /// A detected change for one booking.
@@ -84,13 +69,13 @@ impl Policy {
     }
 
     /// Builds the stored form of a document.
-    pub fn stored(&self, doc: Value) -> StoredBooking {
-        StoredBooking {
-            hash: fingerprint(&self.significant(&doc)),
+    pub fn stored(&self, doc: Value) -> Result<StoredBooking, JsonError> {
+        Ok(StoredBooking {
+            hash: fingerprint(&self.significant(&doc))?,
             cancelled: self.is_cancelled(&doc),
             doc,
             outside: false,
-        }
+        })
     }
 
     /// Compares a polled document with the stored state of the same id.
@@ -100,27 +85,31 @@ impl Policy {
     /// * known, became cancelled: `cancel`;
     /// * known, significant content changed otherwise (including reactivation): `modify`;
     /// * known, only ignored fields changed: nothing, and the stored row is left alone.
-    pub fn compare(&self, prev: Option<&StoredBooking>, doc: Value) -> Comparison {
-        let next = self.stored(doc);
+    pub fn compare(
+        &self,
+        prev: Option<&StoredBooking>,
+        doc: Value,
+    ) -> Result<Comparison, JsonError> {
+        let next = self.stored(doc)?;
         let Some(prev) = prev else {
             let kind = if next.cancelled {
                 EventKind::Cancel
             } else {
                 EventKind::New
             };
-            return Comparison {
+            return Ok(Comparison {
                 store: Some(next),
                 change: Some(Change {
                     kind,
                     changes: Vec::new(),
                 }),
-            };
+            });
         };
         if prev.hash == next.hash && prev.cancelled == next.cancelled {
-            return Comparison {
+            return Ok(Comparison {
                 store: None,
                 change: None,
-            };
+            });
         }
         let changes = field_changes(&self.significant(&prev.doc), &self.significant(&next.doc));
         let kind = if next.cancelled && !prev.cancelled {
@@ -128,29 +117,11 @@ impl Policy {
         } else {
             EventKind::Modify
         };
-        Comparison {
+        Ok(Comparison {
             store: Some(next),
             change: Some(Change { kind, changes }),
-        }
+        })
     }
-}
-
-/// Strings as they are; numbers and booleans in their JSON spelling; others: none.
-pub fn scalar_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A stable fingerprint of a JSON value (SHA-256 of its canonical serialisation, object keys sorted).
-pub fn fingerprint(v: &Value) -> String {
-    // serde_json's Map is a BTreeMap (no preserve_order feature), so serialisation is canonical.
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every leaf that differs between `old` and `new`, as JSON Pointers, in key order.
@@ -196,64 +167,6 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
     }
 }
 
-/// Escapes one reference token (RFC 6901 §3).
-pub fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
-}
-
-fn tokens(pointer: &str) -> Vec<String> {
-    pointer.split('/').skip(1).map(unescape).collect()
-}
-
-fn remove_pointer(doc: &mut Value, pointer: &str) {
-    let toks = tokens(pointer);
-    let Some((last, parents)) = toks.split_last() else {
-        return;
-    };
-    let mut cur = doc;
-    for t in parents {
-        cur = match cur {
-            Value::Object(m) => match m.get_mut(t) {
-                Some(v) => v,
-                None => return,
-            },
-            Value::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(v) => v,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    match cur {
-        Value::Object(m) => {
-            m.remove(last);
-        }
-        Value::Array(a) => {
-            // Null it rather than shift the following elements' indexes.
-            if let Some(v) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                *v = Value::Null;
-            }
-        }
-        _ => {}
-    }
-}
-
-fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
-    let mut cur = doc;
-    for t in tokens(pointer) {
-        if !cur.is_object() {
-            *cur = Value::Object(Map::new());
-        }
-        let Value::Object(m) = cur else { return };
-        cur = m.entry(t).or_insert(Value::Null);
-    }
-    *cur = value;
-}
-
 /// The mass-disappearance guard: may `gone` of `known_active` bookings be cancelled in one poll?
 /// Up to two disappearances always pass (a small property losing one booking is normal); beyond
 /// that, the share must not exceed `max_share`.
@@ -283,25 +196,33 @@ mod tests {
 
     #[test]
     fn unknown_id_is_new() {
-        let c = policy().compare(None, json!({"id": 1, "status": "confirmed"}));
+        let c = policy()
+            .compare(None, json!({"id": 1, "status": "confirmed"}))
+            .unwrap();
         assert_eq!(c.change.unwrap().kind, EventKind::New);
         assert!(c.store.is_some());
     }
 
     #[test]
     fn first_seen_cancelled_is_cancel() {
-        let c = policy().compare(None, json!({"id": 1, "status": "cancelled"}));
+        let c = policy()
+            .compare(None, json!({"id": 1, "status": "cancelled"}))
+            .unwrap();
         assert_eq!(c.change.unwrap().kind, EventKind::Cancel);
     }
 
     #[test]
     fn unchanged_and_ignored_fields_emit_nothing() {
         let p = policy();
-        let prev = p.stored(json!({"id": 1, "status": "new", "modifiedTime": "a"}));
-        let c = p.compare(
-            Some(&prev),
-            json!({"id": 1, "status": "new", "modifiedTime": "b"}),
-        );
+        let prev = p
+            .stored(json!({"id": 1, "status": "new", "modifiedTime": "a"}))
+            .unwrap();
+        let c = p
+            .compare(
+                Some(&prev),
+                json!({"id": 1, "status": "new", "modifiedTime": "b"}),
+            )
+            .unwrap();
         assert_eq!(
             c,
             Comparison {
@@ -314,11 +235,12 @@ mod tests {
     #[test]
     fn modify_lists_changed_fields_as_pointers() {
         let p = policy();
-        let prev = p.stored(json!({"id": 1, "status": "new", "guest": {"first/name": "Ada", "n": 2}, "rooms": [1, 2]}));
+        let prev = p.stored(json!({"id": 1, "status": "new", "guest": {"first/name": "Ada", "n": 2}, "rooms": [1, 2]})).unwrap();
         let c = p.compare(
             Some(&prev),
             json!({"id": 1, "status": "confirmed", "guest": {"first/name": "Bo", "n": 2, "vip": true}, "rooms": [1, 3]}),
-        );
+        )
+        .unwrap();
         let ch = c.change.unwrap();
         assert_eq!(ch.kind, EventKind::Modify);
         let paths: Vec<&str> = ch.changes.iter().map(|c| c.path.as_str()).collect();
@@ -334,14 +256,18 @@ mod tests {
     #[test]
     fn cancellation_and_reactivation() {
         let p = policy();
-        let active = p.stored(json!({"id": 1, "status": "confirmed"}));
-        let c = p.compare(Some(&active), json!({"id": 1, "status": "cancelled"}));
+        let active = p.stored(json!({"id": 1, "status": "confirmed"})).unwrap();
+        let c = p
+            .compare(Some(&active), json!({"id": 1, "status": "cancelled"}))
+            .unwrap();
         let ch = c.change.unwrap();
         assert_eq!(ch.kind, EventKind::Cancel);
         assert_eq!(ch.changes[0].path, "/status");
         let cancelled = c.store.unwrap();
         assert!(cancelled.cancelled);
-        let back = p.compare(Some(&cancelled), json!({"id": 1, "status": "confirmed"}));
+        let back = p
+            .compare(Some(&cancelled), json!({"id": 1, "status": "confirmed"}))
+            .unwrap();
         assert_eq!(back.change.unwrap().kind, EventKind::Modify);
     }
 
@@ -360,27 +286,25 @@ mod tests {
             only: vec!["/arrival".into(), "/guest/name".into()],
             ..policy()
         };
-        let prev = p.stored(
-            json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "1"}, "price": 1}),
-        );
-        let same = p.compare(
-            Some(&prev),
-            json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "2"}, "price": 9}),
-        );
+        let prev = p
+            .stored(
+                json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "1"}, "price": 1}),
+            )
+            .unwrap();
+        let same = p
+            .compare(
+                Some(&prev),
+                json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "2"}, "price": 9}),
+            )
+            .unwrap();
         assert!(same.change.is_none());
-        let moved = p.compare(
-            Some(&prev),
-            json!({"arrival": "2026-12-02", "guest": {"name": "A"}}),
-        );
+        let moved = p
+            .compare(
+                Some(&prev),
+                json!({"arrival": "2026-12-02", "guest": {"name": "A"}}),
+            )
+            .unwrap();
         assert_eq!(moved.change.unwrap().changes[0].path, "/arrival");
-    }
-
-    #[test]
-    fn fingerprint_ignores_key_order() {
-        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).unwrap();
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&json!({"a": 2})));
     }
 
     #[test]

@@ -3,51 +3,59 @@
 //! # Map
 //!
 //! ```text
-//! schedule ──> source (fetch every page) ──> diff (pure) ──┐
-//!                                                          │  poll: ONE redb write transaction
+//! daemon (signals, reload, systemd) ──> app (wiring, schedule loops) ──> admin (HTTP API)
+//!
+//! schedule ──> source: fetch a page ──> decode (JSON / XML) ──> diff (pure) ──┐
+//!                                                                            │ poll: ONE redb write
 //!                          store: snapshot rows + events + one delivery per subscribed endpoint
-//!                                                          │
-//! delivery worker <── due index (per-booking lane heads) ──┘
-//!     └─> render v1/v2 ──> sign (Standard Webhooks) ──> send ──> outbox::decide ──> group commit
+//!                                                                            │
+//! delivery worker <── due index (per-booking lane heads) ────────────────────┘
+//!     └─> render v1/v2 ──> sign ──> http send ──> retry::settle ──> group commit (store)
 //! ```
+//!
+//! Imports point down this table: a module uses only modules listed below it.
 //!
 //! | module       | owns |
 //! |--------------|------|
-//! | [`config`]   | TOML + `POLLHOOK_` env loading (figment), validation into typed config, secrets |
-//! | [`schedule`] | interval and crontab schedules (pure arithmetic) |
-//! | [`source`]   | HTTP fetch of a source with pagination, size caps; items and ids |
-//! | [`diff`]     | new / modify / cancel and field-level changes (pure) |
-//! | [`store`]    | every line of redb code: snapshot, events, deliveries, lanes, due index |
-//! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction |
-//! | [`outbox`]   | event and delivery types, the retry decision (pure) |
-//! | [`delivery`] | rendering, sending, the group-commit delivery worker |
-//! | [`signing`]  | Standard Webhooks signatures (pure) |
-//! | [`presets`]  | v2 bodies: the pollhook envelope and vendor shapes (Beds24, StayNTouch, Zenoti) |
-//! | [`template`] | the one `{{ ... }}` template syntax for requests, URLs and bodies (pure) |
-//! | [`xml`]      | XML responses into the JSON tree every pointer reads (pure) |
-//! | [`auth`]     | credentials for sources and endpoints: static, OAuth2, refresh-token login; token cache |
-//! | [`admin`]    | health, metrics, dead letters, replay, poll-now; the systemd watchdog |
-//! | [`app`]      | wiring, the daemon's task structure, test hooks (`poll_now`, `deliver_due`) |
-//! | [`cli`]      | the command line and logging set-up |
+//! | [`cli`]      | the command line, what commands print, logging set-up |
+//! | [`daemon`]   | the process: signals, reload, every systemd notification, the watchdog, the admin listener's lifetime |
 //! | [`demo`]     | the simulated booking API, the recording receiver, `pollhook demo` |
+//! | [`admin`]    | the admin HTTP API and Prometheus metrics; calls `App` methods only |
+//! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
+//! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction; `check --probe` |
+//! | [`delivery`] | rendering, one attempt, the delivery worker and group commit, endpoint health |
+//! | [`source`]   | a source's HTTP client, request building, pagination, page decoding (JSON, XML) |
+//! | [`diff`]     | new / modify / cancel and field-level changes (pure) |
+//! | [`store`]    | every line of redb code: snapshot, events, deliveries, lanes, due index, tokens |
+//! | [`http`]     | outbound HTTP: client builder, credentials and tokens, capped reads, redaction |
+//! | [`config`]   | TOML + `POLLHOOK_` env loading (figment), validation into typed config, secrets |
+//! | [`retry`]    | the retry schedule as data and the pure retry decision |
+//! | [`outbox`]   | event and delivery types (plain data) |
+//! | [`template`] | the one `{{ ... }}` template syntax for requests, URLs and bodies (pure) |
+//! | [`schedule`] | interval and crontab schedules (pure arithmetic) |
+//! | [`signing`]  | Standard Webhooks signatures (pure) |
+//! | [`json`]     | scalar strings, fingerprints, JSON Pointer tokens and edits (pure) |
+//! | [`clock`]    | the one injectable wall clock |
 
 pub mod admin;
 pub mod app;
-pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod diff;
+pub mod http;
+pub mod json;
 pub mod outbox;
 pub mod poll;
-pub mod presets;
+pub mod retry;
 pub mod schedule;
 pub mod signing;
 pub mod source;
 pub mod store;
 pub mod template;
-pub mod xml;
 
 pub use app::App;
 pub use config::Config;

@@ -5,7 +5,6 @@
 //! Two layers, as ripgrep does: [`raw`] mirrors the file exactly (`deny_unknown_fields` everywhere),
 //! [`Config`] is what the rest of the program uses. Nothing outside this module sees figment.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,15 +12,24 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
-use url::Url;
 
-use crate::outbox::{EventKind, RetryPolicy};
-use crate::schedule::Schedule;
-use crate::signing::SigningKey;
-use crate::template::Template;
+use crate::outbox::EventKind;
 
+mod auth;
+mod endpoint;
 pub mod raw;
+mod secret;
+mod source;
 mod validate;
+
+pub use auth::Auth;
+pub use endpoint::{BodyPreset, EndpointConfig, Format};
+pub use secret::Secret;
+pub use source::{
+    ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
+    Pagination, ParamIn, ParamValue, Politeness, ResponseFormat, SourceConfig, SourceMethod,
+    SuccessCheck, SyncMode,
+};
 
 use validate::Validator;
 
@@ -77,24 +85,6 @@ fn list(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// A secret value resolved from a file, an environment variable or a systemd credential.
-/// `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself; call only where it is put on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// Validated configuration: everything parsed, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -132,351 +122,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-pub use crate::auth::Auth;
-
-/// How a source's result set is split into pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pagination {
-    /// One request returns everything.
-    None,
-    /// A page-number parameter, incremented until the stop condition.
-    Page {
-        /// Query parameter carrying the page number.
-        param: String,
-        /// The first page's number.
-        start: u64,
-        /// Optional page-size parameter and value.
-        size: Option<(String, u64)>,
-        /// When to stop.
-        stop: PageStop,
-        /// Where the parameters go.
-        param_in: ParamIn,
-    },
-    /// An offset parameter advanced by the page size.
-    Offset {
-        /// Offset parameter.
-        param: String,
-        /// Page-size parameter and value.
-        size: (String, u64),
-        /// Total-count pointer; without it, stop at a short or empty page.
-        total: Option<String>,
-        /// Where the parameters go.
-        param_in: ParamIn,
-    },
-    /// An opaque cursor from each response, sent back as a parameter.
-    Cursor {
-        /// Cursor parameter.
-        param: String,
-        /// JSON Pointer to the next cursor; missing, null or empty means last page.
-        next: String,
-        /// Where the parameter goes.
-        param_in: ParamIn,
-    },
-    /// The response carries the URL of the next page (absolute or relative, same host only).
-    NextLink {
-        /// JSON Pointer to the next URL; missing, null or empty means last page.
-        pointer: String,
-    },
-}
-
-/// Where pagination parameters go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamIn {
-    /// The query string.
-    Query,
-    /// The top level of the (JSON or form) body.
-    Body,
-}
-
-/// When page-number pagination stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageStop {
-    /// At the first page with no items.
-    EmptyPage,
-    /// When the boolean at this pointer is false (or absent).
-    HasMore(String),
-    /// After the page count found at this pointer.
-    TotalPages(String),
-}
-
-/// What the first successful poll of a source does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstPoll {
-    /// Record what exists and send nothing.
-    Baseline,
-    /// Send a `new` event for every booking found.
-    EmitNew,
-}
-
-/// What it means when a known booking is missing from a full poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDisappear {
-    /// Nothing: it may merely have left the date window.
-    Ignore,
-    /// Treat it as cancelled (subject to the mass-disappearance guard).
-    Cancel,
-    /// Fetch it by id: gone or cancelled means cancel; present and active means it left the
-    /// window and nothing is emitted (subject to the guard).
-    Lookup,
-}
-
-/// HTTP method of a source request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceMethod {
-    /// GET with query parameters.
-    Get,
-    /// POST with a body (and query parameters).
-    Post,
-}
-
-/// Body encoding for POST sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFormat {
-    /// `application/json`.
-    Json,
-    /// `application/x-www-form-urlencoded` (top-level keys; lists repeat the key).
-    Form,
-}
-
-/// How list-valued query parameters are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArrayStyle {
-    /// `status=a&status=b`.
-    Repeat,
-    /// `status[]=a&status[]=b`.
-    Brackets,
-    /// `status=a,b`.
-    Comma,
-}
-
-/// Response body format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseFormat {
-    /// JSON.
-    Json,
-    /// XML, turned into the same tree (see the `xml` module).
-    Xml,
-}
-
-/// How the bookings sit at the `items` pointer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemsShape {
-    /// An array (a single object counts as a list of one).
-    List,
-    /// An object keyed by id: its values are the bookings (an empty array also means none).
-    Keyed,
-}
-
-/// A success check on every response besides the HTTP status.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SuccessCheck {
-    /// The value at the pointer must equal this.
-    Equals(String, serde_json::Value),
-    /// The value at the pointer must not equal this.
-    NotEquals(String, serde_json::Value),
-    /// Nothing may be at the pointer (e.g. an `error` member).
-    Absent(String),
-}
-
-/// A request parameter value: one or several templates.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ParamValue {
-    /// One value.
-    One(Template),
-    /// Several values, encoded by the array style.
-    Many(Vec<Template>),
-}
-
-/// Sync mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Every poll returns everything in scope.
-    Full,
-    /// Polls ask for what changed since the watermark (with an overlap); full passes as configured.
-    Incremental,
-}
-
-/// Incremental polling settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Incremental {
-    /// Extra query parameters on incremental polls (may use `{{ watermark }}`).
-    pub query: Vec<(String, ParamValue)>,
-    /// Extra top-level body members on incremental polls.
-    pub body: Option<serde_json::Value>,
-    /// Subtracted from the watermark.
-    pub overlap: Duration,
-    /// A full pass at least this often (None: only the first poll).
-    pub full_every: Option<Duration>,
-}
-
-/// Fetching one booking by id (for `on_disappear = "lookup"`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lookup {
-    /// URL (default: the source URL).
-    pub url: Url,
-    /// Query parameters (may use `{{ id }}`).
-    pub query: Vec<(String, ParamValue)>,
-    /// Body members for POST sources (may use `{{ id }}`).
-    pub body: Option<serde_json::Value>,
-    /// Items pointer in the answer (default: the source's).
-    pub items: String,
-}
-
-/// Politeness towards the polled API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Politeness {
-    /// Least time between the end of one request and the start of the next.
-    pub min_gap: Duration,
-    /// Transient failures (connection errors, timeouts, 429, 5xx) retried within a cycle.
-    pub retries: u32,
-    /// First backoff delay (doubles each retry).
-    pub retry_backoff: Duration,
-    /// Longest `Retry-After` or rate-limit reset waited for inside a cycle.
-    pub max_retry_after: Duration,
-    /// Headers giving the remaining request budget (first present wins).
-    pub remaining_headers: Vec<String>,
-    /// Headers giving seconds until the budget resets.
-    pub reset_headers: Vec<String>,
-}
-
-/// One source to poll.
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    /// Unique name (the table key in the config).
-    pub name: String,
-    /// The list endpoint.
-    pub url: Url,
-    /// When to poll.
-    pub schedule: Schedule,
-    /// GET or POST.
-    pub method: SourceMethod,
-    /// JSON or XML.
-    pub format: ResponseFormat,
-    /// Query parameters (templates).
-    pub query: Vec<(String, ParamValue)>,
-    /// List encoding in query strings.
-    pub array_style: ArrayStyle,
-    /// POST body (a JSON tree whose strings may be templates).
-    pub body: Option<serde_json::Value>,
-    /// POST body encoding.
-    pub body_format: BodyFormat,
-    /// Shape of the items.
-    pub items_shape: ItemsShape,
-    /// Success check besides the HTTP status.
-    pub success: Option<SuccessCheck>,
-    /// Full or incremental.
-    pub sync: SyncMode,
-    /// Incremental settings (when `sync` is incremental).
-    pub incremental: Option<Incremental>,
-    /// By-id lookup (when `on_disappear` is lookup).
-    pub lookup: Option<Lookup>,
-    /// Politeness settings.
-    pub politeness: Politeness,
-    /// Time zone for `today` in templates and for cron schedules.
-    pub tz: chrono_tz::Tz,
-    /// Named secrets for request templates (`{{ secret.NAME }}`), e.g. credentials that an API
-    /// wants inside the body.
-    pub secrets: BTreeMap<String, Secret>,
-    /// Static, non-secret headers.
-    pub headers: Vec<(String, String)>,
-    /// Authentication.
-    pub auth: Auth,
-    /// JSON Pointer to the array of bookings ("" = the document itself).
-    pub items: String,
-    /// JSON Pointers whose values together form the booking id.
-    pub id: Vec<String>,
-    /// JSON Pointer to the status, if the API has one.
-    pub status: Option<String>,
-    /// Status values (compared as strings) that mean cancelled.
-    pub cancelled_values: Vec<String>,
-    /// Fields that never count as a change.
-    pub ignore_fields: Vec<String>,
-    /// If non-empty, only these fields count as a change.
-    pub only_fields: Vec<String>,
-    /// What the first poll does.
-    pub first_poll: FirstPoll,
-    /// What a missing booking means.
-    pub on_disappear: OnDisappear,
-    /// Largest share of known active bookings that may be cancelled by disappearance in one poll.
-    pub max_disappear_share: f64,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Largest response body accepted, in bytes.
-    pub max_response_bytes: u64,
-    /// Largest number of pages one poll may fetch.
-    pub max_pages: u32,
-    /// Pagination style.
-    pub pagination: Pagination,
-}
-
-/// The wire format of an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Beds24 v1: `bookid` and `status` in the query string.
-    V1,
-    /// JSON envelope in the body.
-    V2,
-}
-
-/// One receiver of notifications.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    /// Unique name.
-    pub name: String,
-    /// Target URL.
-    pub url: Url,
-    /// Wire format.
-    pub format: Format,
-    /// HTTP method.
-    pub method: reqwest::Method,
-    /// Sources it receives events from.
-    pub sources: BTreeSet<String>,
-    /// Event kinds it receives.
-    pub events: BTreeSet<EventKind>,
-    /// Signing keys (all are used; several allow rotation).
-    pub keys: Vec<SigningKey>,
-    /// Extra static headers.
-    pub headers: Vec<(String, String)>,
-    /// Retry schedule and jitter.
-    pub retry: RetryPolicy,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Whole-request timeout.
-    pub timeout: Duration,
-    /// Largest number of concurrent requests to this endpoint.
-    pub max_in_flight: u32,
-    /// Whether deliveries are attempted (events queue either way).
-    pub enabled: bool,
-    /// Authentication towards the receiver.
-    pub auth: Auth,
-    /// Method overrides per event kind.
-    pub methods: BTreeMap<EventKind, reqwest::Method>,
-    /// After failing continuously this long the endpoint is reported as failing.
-    pub failing_after: Duration,
-    /// v1: name of the booking id parameter.
-    pub bookid_param: String,
-    /// v1: name of the status parameter.
-    pub status_param: String,
-    /// v2 body shape.
-    pub preset: crate::presets::BodyPreset,
-    /// v2 custom body template (overrides the preset).
-    pub body: Option<crate::template::TemplateTree>,
-    /// The URL as a template, when it contains placeholders (values are percent-encoded).
-    pub url_template: Option<Template>,
-    /// Beds24-style `[NAME]` variables: name -> JSON Pointer into the booking.
-    pub variables: BTreeMap<String, String>,
-}
-
-impl EndpointConfig {
-    /// The method used for events of `kind`.
-    pub fn method_for(&self, kind: EventKind) -> reqwest::Method {
-        self.methods
-            .get(&kind)
-            .cloned()
-            .unwrap_or_else(|| self.method.clone())
-    }
 }
 
 impl Config {
@@ -568,15 +213,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-const DEFAULT_RETRY: &[&str] = &["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
-/// The default retry schedule as written in the docs.
-pub fn default_retry_schedule() -> Vec<Duration> {
-    DEFAULT_RETRY
-        .iter()
-        .filter_map(|s| humantime::parse_duration(s).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,7 +244,10 @@ mod tests {
         let e = &c.endpoints[0];
         assert_eq!(e.format, Format::V2);
         assert_eq!(e.method, reqwest::Method::POST);
-        assert_eq!(e.retry.schedule, default_retry_schedule());
+        assert_eq!(
+            e.retry.schedule,
+            crate::retry::RetryPolicy::default_schedule().schedule
+        );
         assert_eq!(e.retry.schedule.len(), 8);
         assert!(e.sources.contains("hotel"));
         assert_eq!(e.timeout, Duration::from_secs(15));

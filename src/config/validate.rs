@@ -9,7 +9,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::*;
-use crate::outbox::{EventKind, RetryPolicy};
+use crate::outbox::EventKind;
+use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
 use crate::signing::SigningKey;
 use crate::template::Template;
@@ -389,7 +390,7 @@ impl Validator {
         let mut out = Vec::new();
         for (name, v) in raw {
             let key = format!("{key}.{name}");
-            let scalar = |v: &serde_json::Value| crate::diff::scalar_string(v);
+            let scalar = |v: &serde_json::Value| crate::json::scalar_string(v);
             match v {
                 serde_json::Value::Array(items) => {
                     let mut ts = Vec::new();
@@ -1342,10 +1343,10 @@ impl Validator {
             Duration::from_secs(3600),
         );
         let preset = match re.preset.as_deref() {
-            None => crate::presets::BodyPreset::Pollhook,
-            Some(p) => crate::presets::BodyPreset::parse(p).unwrap_or_else(|| {
+            None => crate::config::BodyPreset::Pollhook,
+            Some(p) => crate::config::BodyPreset::parse(p).unwrap_or_else(|| {
                 self.bad(k("preset"), format!("`{p}` is not valid; use \"pollhook\", \"beds24\", \"stayntouch\" or \"zenoti\""));
-                crate::presets::BodyPreset::Pollhook
+                crate::config::BodyPreset::Pollhook
             }),
         };
         if format == Format::V1 && (re.preset.is_some() || re.body.is_some()) {

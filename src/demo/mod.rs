@@ -299,9 +299,7 @@ secrets = [{{ file = {secret:?} }}]
         }
     }
     run_cancel.cancel();
-    if let Ok(Err(e)) = runner.await {
-        return Err(e.into());
-    }
+    let _ = runner.await;
     sim.shutdown();
     receiver.shutdown();
     let _ = writeln!(

@@ -71,6 +71,5 @@ async fn the_daemon_delivers_on_its_own_and_stops_cleanly() {
     tokio::time::timeout(std::time::Duration::from_secs(15), runner)
         .await
         .expect("run() returns after cancel")
-        .unwrap()
         .unwrap();
 }

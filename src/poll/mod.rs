@@ -1,17 +1,24 @@
 //! One poll cycle of one source: fetch every page, diff each booking against the snapshot, and
 //! commit snapshot rows + events + one delivery per subscribed endpoint in ONE transaction.
+//! [`runtime`] holds what a source needs between polls; [`probe`] is `check --probe`.
 //!
 //! A cycle never overlaps the previous cycle of the same source (a per-source lock), and a failed
 //! fetch commits nothing: the snapshot stays as it was and the next tick tries again.
 
+mod probe;
+mod runtime;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::{Config, FirstPoll, OnDisappear, SourceConfig};
-use crate::diff::{Policy, disappearance_allowed};
+use crate::config::{FirstPoll, OnDisappear, SourceConfig};
+use crate::diff::disappearance_allowed;
 use crate::outbox::{Event, EventKind};
-use crate::source::{Fetched, PollKind, SourceClient, SourceError};
+use crate::source::{Fetched, PollKind, SourceError};
 use crate::store::{Known, PollTxn, SourceState, Store, StoreError};
+
+pub use probe::{ProbeReport, probe};
+pub use runtime::{Routes, SourceRuntime};
 
 /// Why a poll cycle failed. Nothing was committed.
 #[derive(Debug, thiserror::Error)]
@@ -42,76 +49,6 @@ pub struct PollReport {
     pub events: Vec<Event>,
     /// Disappearances held back by the guard.
     pub held_back: usize,
-}
-
-/// Which endpoints get which kinds from one source, each with the delay before its first
-/// attempt (`retry_schedule[0]`).
-#[derive(Debug, Clone, Default)]
-pub struct Routes {
-    new: Vec<(String, i64)>,
-    modify: Vec<(String, i64)>,
-    cancel: Vec<(String, i64)>,
-}
-
-impl Routes {
-    /// Routes of `source` in `config`.
-    pub fn of(config: &Config, source: &str) -> Routes {
-        let names = |k| {
-            config
-                .routes(source, k)
-                .map(|e| {
-                    let first = e.retry.schedule.first().copied().unwrap_or_default();
-                    (e.name.clone(), first.as_millis() as i64)
-                })
-                .collect()
-        };
-        Routes {
-            new: names(EventKind::New),
-            modify: names(EventKind::Modify),
-            cancel: names(EventKind::Cancel),
-        }
-    }
-
-    fn get(&self, kind: EventKind) -> Vec<(&str, i64)> {
-        let v = match kind {
-            EventKind::New => &self.new,
-            EventKind::Modify => &self.modify,
-            EventKind::Cancel => &self.cancel,
-        };
-        v.iter().map(|(n, d)| (n.as_str(), *d)).collect()
-    }
-}
-
-/// Everything needed to poll one source.
-#[derive(Debug)]
-pub struct SourceRuntime {
-    /// Its configuration.
-    pub cfg: SourceConfig,
-    /// Its diff policy.
-    pub policy: Policy,
-    /// Its HTTP client.
-    pub client: SourceClient,
-    /// Its subscribers.
-    pub routes: Routes,
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl SourceRuntime {
-    /// Prepares a source for polling.
-    pub fn new(config: &Config, cfg: &SourceConfig, store: Store) -> Result<SourceRuntime, String> {
-        Ok(SourceRuntime {
-            policy: Policy {
-                status: cfg.status.clone(),
-                cancelled_values: cfg.cancelled_values.clone(),
-                ignore: cfg.ignore_fields.clone(),
-                only: cfg.only_fields.clone(),
-            },
-            client: SourceClient::new(cfg, store)?,
-            routes: Routes::of(config, &cfg.name),
-            cfg: cfg.clone(),
-            lock: tokio::sync::Mutex::new(()),
-        })
-    }
 }
 
 /// Full or incremental, from the source's settings and state.
@@ -149,7 +86,7 @@ pub async fn poll(
     store: &Store,
     now_ms: i64,
 ) -> Result<PollReport, PollError> {
-    let _one_at_a_time = rt.lock.lock().await;
+    let _one_at_a_time = rt.one_at_a_time().await;
     let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms).unwrap_or_default();
     let name = rt.cfg.name.clone();
     let state = store.run(move |s| s.source_state(&name)).await?;
@@ -224,7 +161,7 @@ pub fn apply(
     let mut seen: HashSet<String> = HashSet::with_capacity(fetched.records.len());
     for rec in fetched.records {
         let prev = txn.get(&rec.id)?;
-        let cmp = rt.policy.compare(prev.as_ref(), rec.doc);
+        let cmp = rt.policy.compare(prev.as_ref(), rec.doc)?;
         if let Some(stored) = &cmp.store {
             txn.put(&rec.id, stored)?;
             if let (Some(change), false) = (cmp.change, baseline) {
@@ -294,7 +231,7 @@ pub fn apply(
                     )?;
                 }
                 Some(doc) => {
-                    let cmp = rt.policy.compare(Some(&prev), doc);
+                    let cmp = rt.policy.compare(Some(&prev), doc)?;
                     let mut stored = cmp.store.unwrap_or(prev);
                     // Present and active: it merely left the window.
                     stored.outside = !stored.cancelled;
@@ -326,69 +263,4 @@ pub fn apply(
     txn.set_state(&next)?;
     report.events = txn.take_emitted();
     Ok(report)
-}
-
-/// What `check --probe` learned from one full cycle of a live source (nothing is committed).
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    /// Pages fetched.
-    pub pages: u32,
-    /// Bookings found (distinct ids).
-    pub bookings: usize,
-    /// A sample booking: its id and status (as compared).
-    pub sample: Option<(String, Option<String>)>,
-    /// How many are cancelled by the configured status values.
-    pub cancelled: usize,
-    /// A few cancelled ids.
-    pub cancelled_examples: Vec<String>,
-    /// The distinct status values seen, with counts.
-    pub statuses: Vec<(String, usize)>,
-}
-
-/// Fetches one full cycle of `cfg` and reports what the configuration makes of it. Uses an
-/// in-memory store for tokens, so it can run beside a daemon that holds the state file.
-pub async fn probe(cfg: &SourceConfig) -> Result<ProbeReport, PollError> {
-    let store = Store::in_memory()?;
-    let client =
-        SourceClient::new(cfg, store).map_err(|e| PollError::Source(SourceError::Template(e)))?;
-    let fetched = client
-        .fetch_all(cfg, PollKind::Full, chrono::Utc::now())
-        .await?;
-    let policy = Policy {
-        status: cfg.status.clone(),
-        cancelled_values: cfg.cancelled_values.clone(),
-        ignore: cfg.ignore_fields.clone(),
-        only: cfg.only_fields.clone(),
-    };
-    let status_of = |doc: &serde_json::Value| {
-        cfg.status
-            .as_deref()
-            .and_then(|p| doc.pointer(p))
-            .and_then(crate::diff::scalar_string)
-    };
-    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut cancelled = 0;
-    let mut cancelled_examples = Vec::new();
-    for r in &fetched.records {
-        *statuses
-            .entry(status_of(&r.doc).unwrap_or_else(|| "(none)".into()))
-            .or_default() += 1;
-        if policy.is_cancelled(&r.doc) {
-            cancelled += 1;
-            if cancelled_examples.len() < 5 {
-                cancelled_examples.push(r.id.clone());
-            }
-        }
-    }
-    Ok(ProbeReport {
-        pages: fetched.pages,
-        bookings: fetched.records.len(),
-        sample: fetched
-            .records
-            .first()
-            .map(|r| (r.id.clone(), status_of(&r.doc))),
-        cancelled,
-        cancelled_examples,
-        statuses: statuses.into_iter().collect(),
-    })
 }

@@ -1,79 +1,20 @@
-//! Authentication for outgoing requests (to sources and to endpoints): static credentials, and
-//! access tokens obtained by OAuth2 client credentials or by a refresh-token login (Beds24 v2).
+//! Applying configured credentials to outgoing requests (sources and endpoints): static
+//! credentials, and access tokens obtained by OAuth2 client credentials or by a refresh-token
+//! login (Beds24 v2).
 //!
-//! Tokens are cached in memory and in the store (a restart does not mint a new one: some APIs
-//! cap tokens per day), reused until shortly before expiry, dropped on a 401, and never logged.
+//! Tokens are cached in memory and in a [`TokenCache`] (the state file: a restart does not mint a
+//! new one, as some APIs cap tokens per day), reused until shortly before expiry, dropped on a
+//! 401, and never logged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use chrono::Utc;
 use reqwest::RequestBuilder;
-use url::Url;
 
-use crate::config::Secret;
-use crate::store::{Store, StoredToken};
-
-/// How requests are authenticated.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// Nothing.
-    None,
-    /// A secret header (e.g. Beds24's `token`, Smoobu's `Api-Key`).
-    Header {
-        /// Header name.
-        name: String,
-        /// Header value.
-        value: Secret,
-    },
-    /// A secret query parameter.
-    Query {
-        /// Parameter name.
-        name: String,
-        /// Parameter value.
-        value: Secret,
-    },
-    /// HTTP Basic.
-    Basic {
-        /// User name.
-        username: String,
-        /// Password.
-        password: Secret,
-    },
-    /// `Authorization: Bearer <token>` with a static token.
-    Bearer {
-        /// The token.
-        token: Secret,
-    },
-    /// OAuth2 client credentials: a form POST to `token_url`, then `Authorization: Bearer`.
-    OAuth2 {
-        /// Token endpoint.
-        token_url: Url,
-        /// Client id.
-        client_id: String,
-        /// Client secret.
-        secret: Secret,
-        /// Optional scope.
-        scope: Option<String>,
-    },
-    /// A login flow: GET `token_url` with the refresh token in `refresh_header`; the answer's
-    /// `token_pointer` is the access token (sent in `header`), `expires_pointer` its lifetime in
-    /// seconds.
-    TokenRefresh {
-        /// Token endpoint.
-        token_url: Url,
-        /// Header carrying the refresh token.
-        refresh_header: String,
-        /// The refresh token.
-        secret: Secret,
-        /// JSON Pointer to the access token in the answer.
-        token_pointer: String,
-        /// JSON Pointer to the lifetime (seconds) in the answer.
-        expires_pointer: String,
-        /// Header the access token is sent in.
-        header: String,
-    },
-}
+use super::redact;
+use crate::clock::Clock;
+use crate::config::Auth;
 
 /// Why a token could not be obtained. Never contains a secret or a token.
 #[derive(Debug, thiserror::Error)]
@@ -109,13 +50,51 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime assumed when a token answer does not say.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// An access token and when it expires. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The token.
+    pub token: String,
+    /// When it expires (ms since epoch).
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(<redacted>, expires_ms: {})", self.expires_ms)
+    }
+}
+
+/// Where minted tokens are kept across restarts (the state file). Blocking: called from the
+/// blocking pool.
+pub trait TokenCache: Send + Sync + 'static {
+    /// The cached token under `key`.
+    fn get(&self, key: &str) -> Result<Option<Token>, String>;
+    /// Caches a token under `key`, or forgets it with `None`.
+    fn put(&self, key: &str, token: Option<&Token>) -> Result<(), String>;
+}
+
+/// A cache that keeps nothing (tests, and `check --probe` before a state file exists).
+#[derive(Debug, Default)]
+pub struct NoCache;
+
+impl TokenCache for NoCache {
+    fn get(&self, _key: &str) -> Result<Option<Token>, String> {
+        Ok(None)
+    }
+    fn put(&self, _key: &str, _token: Option<&Token>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Applies one [`Auth`] to requests, minting and caching tokens as needed.
 pub struct Authorizer {
     auth: Auth,
     cache_key: String,
-    store: Store,
+    cache: Arc<dyn TokenCache>,
+    clock: Clock,
     http: reqwest::Client,
-    cached: tokio::sync::Mutex<Option<StoredToken>>,
+    cached: tokio::sync::Mutex<Option<Token>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -124,34 +103,38 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
-fn shown(url: &Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.to_string()
-}
-
 impl Authorizer {
     /// `cache_key` names the token in the store (e.g. `source:hotel`).
     pub fn new(
         auth: Auth,
         cache_key: String,
-        store: Store,
+        cache: Arc<dyn TokenCache>,
+        clock: Clock,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let http = super::client(timeout.min(Duration::from_secs(10)), timeout)?;
         Ok(Authorizer {
             auth,
             cache_key,
-            store,
+            cache,
+            clock,
             http,
             cached: tokio::sync::Mutex::new(None),
         })
+    }
+
+    async fn cache_get(&self) -> Result<Option<Token>, String> {
+        let (cache, key) = (self.cache.clone(), self.cache_key.clone());
+        tokio::task::spawn_blocking(move || cache.get(&key))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    async fn cache_put(&self, token: Option<Token>) -> Result<(), String> {
+        let (cache, key) = (self.cache.clone(), self.cache_key.clone());
+        tokio::task::spawn_blocking(move || cache.put(&key, token.as_ref()))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// True when a 401 may be cured by minting a new token.
@@ -189,23 +172,20 @@ impl Authorizer {
     pub async fn invalidate(&self) {
         let mut cached = self.cached.lock().await;
         *cached = None;
-        let store = self.store.clone();
-        let key = self.cache_key.clone();
-        if let Err(e) = store.run(move |s| s.set_token(&key, None)).await {
+        if let Err(e) = self.cache_put(None).await {
             tracing::warn!(error = %e, "cannot forget a cached token");
         }
     }
 
     /// The current access token, minting one if none is cached or it is about to expire.
     pub async fn token(&self) -> Result<String, AuthError> {
-        let now = Utc::now().timestamp_millis();
-        let fresh = |t: &StoredToken| t.expires_ms - now > REFRESH_MARGIN.as_millis() as i64;
+        let now = self.clock.now_ms();
+        let fresh = |t: &Token| t.expires_ms - now > REFRESH_MARGIN.as_millis() as i64;
         let mut cached = self.cached.lock().await;
         if let Some(t) = cached.as_ref().filter(|t| fresh(t)) {
             return Ok(t.token.clone());
         }
-        let key = self.cache_key.clone();
-        if let Ok(Some(t)) = self.store.run(move |s| s.token(&key)).await
+        if let Ok(Some(t)) = self.cache_get().await
             && fresh(&t)
         {
             let token = t.token.clone();
@@ -214,20 +194,14 @@ impl Authorizer {
         }
         let t = self.mint().await?;
         let token = t.token.clone();
-        let key = self.cache_key.clone();
-        let persisted = t.clone();
-        if let Err(e) = self
-            .store
-            .run(move |s| s.set_token(&key, Some(&persisted)))
-            .await
-        {
+        if let Err(e) = self.cache_put(Some(t.clone())).await {
             tracing::warn!(error = %e, "cannot persist a new token; it will be minted again after a restart");
         }
         *cached = Some(t);
         Ok(token)
     }
 
-    async fn mint(&self) -> Result<StoredToken, AuthError> {
+    async fn mint(&self) -> Result<Token, AuthError> {
         let (url, req, token_pointer, expires_pointer) = match &self.auth {
             Auth::OAuth2 {
                 token_url,
@@ -282,25 +256,25 @@ impl Authorizer {
             }
         };
         let resp = req.send().await.map_err(|e| AuthError::Request {
-            url: shown(url),
-            reason: crate::source::describe_reqwest(e),
+            url: redact(url),
+            reason: super::describe(e),
         })?;
         let status = resp.status();
         if !status.is_success() {
             return Err(AuthError::Status {
-                url: shown(url),
+                url: redact(url),
                 status: status.as_u16(),
             });
         }
-        let body = crate::source::read_capped(resp, 1024 * 1024)
+        let body = super::read_capped(resp, 1024 * 1024)
             .await
-            .map_err(|reason| AuthError::Request {
-                url: shown(url),
-                reason,
+            .map_err(|e| AuthError::Request {
+                url: redact(url),
+                reason: e.to_string(),
             })?;
         let doc: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| AuthError::NoToken {
-                url: shown(url),
+                url: redact(url),
                 pointer: token_pointer.to_string(),
             })?;
         let token = doc
@@ -308,7 +282,7 @@ impl Authorizer {
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| AuthError::NoToken {
-                url: shown(url),
+                url: redact(url),
                 pointer: token_pointer.to_string(),
             })?
             .to_string();
@@ -321,9 +295,9 @@ impl Authorizer {
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TOKEN_LIFETIME);
         tracing::info!(auth = %self.cache_key, lifetime_secs = lifetime.as_secs(), "obtained a new access token");
-        Ok(StoredToken {
+        Ok(Token {
             token,
-            expires_ms: Utc::now().timestamp_millis() + lifetime.as_millis() as i64,
+            expires_ms: self.clock.now_ms() + lifetime.as_millis() as i64,
         })
     }
 }

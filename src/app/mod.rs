@@ -1,19 +1,29 @@
-//! The application: wires config, store, sources and the delivery worker together, runs the
-//! schedule loops and the admin listener, and exposes the explicit hooks tests and `once` use
-//! (`poll_now`, `deliver_due`) so nothing has to wait on a clock.
+//! The application: wires config, store, clock, sources and the delivery worker together, runs
+//! the pipeline's tasks ([`App::run`]: one schedule loop per source, the delivery worker,
+//! retention), and offers everything the admin API, the daemon and the tests use as methods,
+//! including the explicit hooks that let tests drive it without waiting (`poll_now`,
+//! `deliver_due`, `clock`).
 
+mod progress;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::{Dispatcher, Notice, RoundReport};
+use crate::delivery::{Dispatcher, EndpointReport, Notice, RoundReport};
+use crate::http::TokenCache;
+use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
-use crate::store::{Store, StoreError};
+use crate::store::{Counts, ReplaySelector, Store, StoreError};
+
+pub(crate) use progress::Progress;
+pub use progress::SourceHealth;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +34,6 @@ pub enum AppError {
     /// A client could not be built from the configuration.
     #[error("{0}")]
     Setup(String),
-    /// The admin listener could not bind.
-    #[error("admin.listen: cannot listen on {addr}: {reason}")]
-    Admin {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// The OS error.
-        reason: String,
-    },
 }
 
 /// Deliveries pruned per transaction.
@@ -40,24 +42,21 @@ const PRUNE_BATCH: usize = 5000;
 /// How long shutdown waits for deliveries in flight before abandoning them (they stay queued).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) store: Store,
-    pub(crate) sources: Vec<Arc<SourceRuntime>>,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) wake: Arc<Notify>,
-    pub(crate) notices: broadcast::Sender<Notice>,
-    pub(crate) progress: crate::admin::Progress,
+struct Inner {
+    config: Config,
+    store: Store,
+    clock: Clock,
+    sources: Vec<Arc<SourceRuntime>>,
+    dispatcher: Arc<Dispatcher>,
+    wake: Arc<Notify>,
+    notices: broadcast::Sender<Notice>,
+    progress: Progress,
 }
 
 /// A built pollhook instance. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    pub(crate) inner: Arc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    inner: Arc<Inner>,
 }
 
 impl App {
@@ -88,26 +87,35 @@ impl App {
     /// Prepares every source and endpoint over an already open store (used on reload, where the
     /// store stays open while the configuration changes).
     pub fn build_with_store(config: Config, store: Store) -> Result<App, AppError> {
+        let clock = Clock::system();
         let (notices, _) = broadcast::channel(1024);
+        let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
         let mut sources = Vec::new();
         for s in &config.sources {
             sources.push(Arc::new(
-                SourceRuntime::new(&config, s, store.clone()).map_err(AppError::Setup)?,
+                SourceRuntime::new(&config, s, tokens.clone(), clock.clone())
+                    .map_err(AppError::Setup)?,
             ));
         }
         let dispatcher = Arc::new(
-            Dispatcher::new(store.clone(), &config.endpoints, notices.clone())
-                .map_err(AppError::Setup)?,
+            Dispatcher::new(
+                store.clone(),
+                clock.clone(),
+                &config.endpoints,
+                notices.clone(),
+            )
+            .map_err(AppError::Setup)?,
         );
         Ok(App {
             inner: Arc::new(Inner {
                 config,
                 store,
+                clock,
                 sources,
                 dispatcher,
                 wake: Arc::new(Notify::new()),
                 notices,
-                progress: crate::admin::Progress::default(),
+                progress: Progress::default(),
             }),
         })
     }
@@ -120,6 +128,11 @@ impl App {
     /// The state store (tests and inspection).
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The clock every part of this instance reads. Tests advance it instead of sleeping.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// Detected changes and delivery attempts, as they happen.
@@ -136,7 +149,7 @@ impl App {
             .find(|s| s.cfg.name == source)
             .ok_or_else(|| PollError::UnknownSource(source.to_string()))?
             .clone();
-        let result = poll(&rt, &self.inner.store, now_ms()).await;
+        let result = poll(&rt, &self.inner.store, self.inner.clock.now_ms()).await;
         self.after_poll(&rt.cfg.name, &result);
         result
     }
@@ -153,7 +166,9 @@ impl App {
     fn after_poll(&self, source: &str, result: &Result<PollReport, PollError>) {
         match result {
             Ok(r) => {
-                self.inner.progress.polled(source, now_ms(), r.events.len());
+                self.inner
+                    .progress
+                    .polled(source, self.inner.clock.now_ms(), r.events.len());
                 if r.baseline {
                     tracing::info!(
                         source,
@@ -191,15 +206,29 @@ impl App {
         }
     }
 
-    /// One delivery round: attempts every due lane head once and commits the outcomes together.
+    /// One delivery round: attempts every due lane head once and commits the outcomes, through
+    /// the same code the daemon's worker runs.
     pub async fn deliver_due(&self) -> Result<RoundReport, StoreError> {
-        self.deliver_due_at(now_ms()).await
+        self.inner.dispatcher.deliver_due().await
     }
 
-    /// Like [`App::deliver_due`] with an explicit clock, so tests can make retries due without
-    /// waiting for them.
+    /// Moves this instance's clock forward to `now_ms` (never back) and runs
+    /// [`App::deliver_due`], so tests can make retries due without waiting for them.
     pub async fn deliver_due_at(&self, now_ms: i64) -> Result<RoundReport, StoreError> {
-        self.inner.dispatcher.deliver_due(now_ms).await
+        self.inner.clock.advance_to(now_ms);
+        self.deliver_due().await
+    }
+
+    /// Runs delivery rounds until a round delivers nothing new (for `once`).
+    pub async fn deliver_until_idle(&self) -> Result<RoundReport, StoreError> {
+        let mut total = RoundReport::default();
+        loop {
+            let r = self.deliver_due().await?;
+            total.add(r);
+            if r.delivered == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Re-enables an endpoint suspended after a 410 (what `POST /endpoints/NAME/enable` does).
@@ -212,73 +241,56 @@ impl App {
         Ok(found)
     }
 
-    /// Runs delivery rounds until a round delivers nothing new (for `once`).
-    pub async fn deliver_until_idle(&self) -> Result<RoundReport, StoreError> {
-        let mut total = RoundReport::default();
-        loop {
-            let r = self.deliver_due().await?;
-            total.attempted += r.attempted;
-            total.delivered += r.delivered;
-            total.retrying += r.retrying;
-            total.dead += r.dead;
-            if r.delivered == 0 {
-                return Ok(total);
-            }
+    /// Puts finished deliveries back in their lanes (event ids kept); returns how many.
+    pub async fn replay(&self, selector: ReplaySelector) -> Result<usize, StoreError> {
+        let now = self.inner.clock.now_ms();
+        let n = self
+            .inner
+            .store
+            .run(move |s| s.replay(&selector, now))
+            .await?;
+        if n > 0 {
+            self.inner.wake.notify_one();
         }
+        Ok(n)
     }
 
-    /// Runs the daemon until `cancel`: one schedule loop per source, the delivery worker and the
-    /// admin listener. On cancel, polls in progress are dropped (they commit all or nothing) and
-    /// deliveries in flight get [`SHUTDOWN_GRACE`] to finish.
-    pub async fn run(&self, cancel: CancellationToken) -> Result<(), AppError> {
-        let tracker = TaskTracker::new();
-        if let Some(addr) = self.inner.config.admin_listen {
-            let listener =
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| AppError::Admin {
-                        addr,
-                        reason: e.to_string(),
-                    })?;
-            let app = self.clone();
-            let c = cancel.clone();
-            tracker.spawn(async move { crate::admin::serve(listener, app, c).await });
-            tracing::info!(%addr, "admin listener up");
-        }
-        for rt in &self.inner.sources {
-            let app = self.clone();
-            let c = cancel.clone();
-            let rt = rt.clone();
-            tracker.spawn(async move { app.schedule_loop(rt, c).await });
-        }
-        let d = self.inner.dispatcher.clone();
-        tracker.spawn(d.run(cancel.clone(), self.inner.wake.clone(), SHUTDOWN_GRACE));
-        tracker.spawn(crate::admin::watchdog(self.clone(), cancel.clone()));
-        {
-            let app = self.clone();
-            let c = cancel.clone();
-            tracker.spawn(async move { app.retention_loop(c).await });
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        tracing::info!(
-            sources = self.inner.sources.len(),
-            endpoints = self.inner.config.endpoints.len(),
-            store = %self.inner.config.store_path.display(),
-            "pollhook running"
-        );
-        cancel.cancelled().await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        tracing::info!("stopping: finishing deliveries in flight");
-        tracker.close();
-        tracker.wait().await;
-        tracing::info!("stopped");
-        Ok(())
+    /// Every source's poll health since start.
+    pub fn source_health(&self) -> BTreeMap<String, SourceHealth> {
+        self.inner.progress.snapshot()
+    }
+
+    /// Every endpoint's state.
+    pub fn endpoint_report(&self) -> Vec<EndpointReport> {
+        self.inner.dispatcher.endpoint_report()
+    }
+
+    /// Row counts of the store (also a check that it answers).
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        self.inner.store.run(|s| s.counts()).await
+    }
+
+    /// The newest events, newest first.
+    pub async fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.store.run(move |s| s.recent_events(limit)).await
+    }
+
+    /// Deliveries in one state, newest first.
+    pub async fn deliveries(
+        &self,
+        state: DeliveryState,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner
+            .store
+            .run(move |s| s.deliveries_in(state, limit))
+            .await
     }
 
     /// Deletes delivered history older than `store.retention` (dead letters and pending
     /// deliveries are kept), in batches so no transaction grows large. Returns rows removed.
     pub async fn prune_now(&self) -> Result<usize, StoreError> {
-        let before = now_ms() - self.inner.config.retention.as_millis() as i64;
+        let before = self.inner.clock.now_ms() - self.inner.config.retention.as_millis() as i64;
         let mut total = 0;
         loop {
             let n = self
@@ -291,6 +303,34 @@ impl App {
                 return Ok(total);
             }
         }
+    }
+
+    /// Runs the pipeline until `cancel`: one schedule loop per source, the delivery worker and
+    /// retention. On cancel, polls in progress are dropped (they commit all or nothing) and
+    /// deliveries in flight get [`SHUTDOWN_GRACE`] to finish.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let tracker = TaskTracker::new();
+        for rt in &self.inner.sources {
+            let (app, c, rt) = (self.clone(), cancel.clone(), rt.clone());
+            tracker.spawn(async move { app.schedule_loop(rt, c).await });
+        }
+        let d = self.inner.dispatcher.clone();
+        tracker.spawn(d.run(cancel.clone(), self.inner.wake.clone(), SHUTDOWN_GRACE));
+        {
+            let (app, c) = (self.clone(), cancel.clone());
+            tracker.spawn(async move { app.retention_loop(c).await });
+        }
+        tracing::info!(
+            sources = self.inner.sources.len(),
+            endpoints = self.inner.config.endpoints.len(),
+            store = %self.inner.config.store_path.display(),
+            "pollhook running"
+        );
+        cancel.cancelled().await;
+        tracing::info!("stopping: finishing deliveries in flight");
+        tracker.close();
+        tracker.wait().await;
+        tracing::info!("stopped");
     }
 
     async fn retention_loop(&self, cancel: CancellationToken) {
@@ -313,14 +353,14 @@ impl App {
         tracing::info!(source = %rt.cfg.name, schedule = %rt.cfg.schedule.describe(), "source scheduled");
         let mut last_start = None;
         loop {
-            let now = Utc::now();
+            let now = self.inner.clock.now();
             let next = rt.cfg.schedule.next_after(now, last_start);
             let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            last_start = Some(Utc::now());
+            last_start = Some(self.inner.clock.now());
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.poll_now(&rt.cfg.name) => {}

@@ -16,48 +16,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::config::BodyPreset;
+use crate::json::JsonError;
 use crate::outbox::{Event, EventKind};
-
-/// Which JSON body format an endpoint receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyPreset {
-    /// pollhook's own envelope (the default), described by `docs/envelope.schema.json`.
-    Pollhook,
-    /// The Beds24 API V2 booking webhook: `{timeStamp, booking, infoItems, invoiceItems,
-    /// messages, retries}`.
-    Beds24,
-    /// The StayNTouch Connect webhook event: `{created_at, event, id, data, object: "event"}`.
-    StayNTouch,
-    /// The Zenoti webhook event response object: `{id, event_id, event_schema, event_resource,
-    /// event_type, event_timestamp, data}`.
-    Zenoti,
-}
-
-impl BodyPreset {
-    /// Every preset, in documentation order.
-    pub const ALL: [BodyPreset; 4] = [
-        BodyPreset::Pollhook,
-        BodyPreset::Beds24,
-        BodyPreset::StayNTouch,
-        BodyPreset::Zenoti,
-    ];
-
-    /// Parses a preset name as written in the configuration (`pollhook`, `beds24`, `stayntouch`,
-    /// `zenoti`; exact, lowercase). `None` for anything else.
-    pub fn parse(s: &str) -> Option<BodyPreset> {
-        BodyPreset::ALL.into_iter().find(|p| p.name() == s)
-    }
-
-    /// The configuration name; [`BodyPreset::parse`] accepts it back.
-    pub fn name(self) -> &'static str {
-        match self {
-            BodyPreset::Pollhook => "pollhook",
-            BodyPreset::Beds24 => "beds24",
-            BodyPreset::StayNTouch => "stayntouch",
-            BodyPreset::Zenoti => "zenoti",
-        }
-    }
-}
 
 /// The JSON body for `event` on attempt number `attempt` (1 for the first try).
 ///
@@ -78,7 +39,7 @@ pub fn render(preset: BodyPreset, event: &Event, attempt: u32) -> Value {
 /// The JSON body as bytes. Same content as [`render`]; the default envelope is serialised
 /// straight from the event (no copy of the booking), which matters at thousands of deliveries a
 /// second.
-pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Vec<u8> {
+pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>, JsonError> {
     #[derive(serde::Serialize)]
     struct Envelope<'a> {
         id: &'a str,
@@ -107,7 +68,7 @@ pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Vec<u8> {
         }),
         other => serde_json::to_vec(&render(other, event, attempt)),
     };
-    bytes.unwrap_or_default()
+    Ok(bytes?)
 }
 
 /// Beds24 V2 item arrays that its API returns inside a booking (with `includeInfoItems`,
@@ -363,7 +324,7 @@ mod tests {
                 event(EventKind::Modify, booking("confirmed")),
                 event(EventKind::Cancel, booking("cancelled")),
             ] {
-                let bytes = to_vec(preset, &e, 2);
+                let bytes = to_vec(preset, &e, 2).unwrap();
                 let parsed: Value = serde_json::from_slice(&bytes).unwrap();
                 assert_eq!(parsed, render(preset, &e, 2), "{}", preset.name());
             }
@@ -465,7 +426,7 @@ mod tests {
     #[test]
     fn envelope_schema_matches_renderer() {
         let schema: Value =
-            serde_json::from_str(include_str!("../docs/envelope.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../docs/envelope.schema.json")).unwrap();
         assert_eq!(
             schema["$schema"],
             json!("https://json-schema.org/draft/2020-12/schema")
@@ -942,7 +903,7 @@ mod tests {
 
     #[test]
     fn docs_examples_match_the_renderer() {
-        let md = include_str!("../docs/presets.md");
+        let md = include_str!("../../docs/presets.md");
         let blocks = json_blocks(md);
         let events = doc_events();
         let expected: Vec<Value> = BodyPreset::ALL

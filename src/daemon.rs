@@ -1,0 +1,260 @@
+//! The daemon: the process around the pipeline. It owns the signals (SIGTERM and SIGINT stop,
+//! SIGHUP reloads), reloading, every systemd notification (`READY=1`, `RELOADING=1` with
+//! `MONOTONIC_USEC=`, `STOPPING=1`, `STATUS=`), the watchdog, and the admin listener's lifetime.
+//!
+//! A reload validates the new file first; a bad one is refused and the running configuration
+//! kept. A good one drains the running round (polls dropped uncommitted, deliveries in flight
+//! given their grace) and starts a new one over the same open store. `STOPPING=1` is sent only
+//! when the process is really stopping, and the watchdog keeps pinging through every drain.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, AppError};
+use crate::config::{Config, ConfigError};
+use crate::store::Store;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state file or a client could not be set up.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The admin listener could not bind.
+    #[error(
+        "admin.listen: cannot listen on {addr}: {reason} (is another pollhook instance using it? give each instance its own admin.listen port, or set it to \"off\")"
+    )]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    /// The pipeline task failed.
+    #[error("the pipeline task failed: {0}")]
+    Task(String),
+}
+
+/// The service manager's notification socket (a no-op when not under systemd).
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(usec) => notify(&[NotifyState::Reloading, usec]),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the monotonic clock for RELOADING=1");
+            notify(&[NotifyState::Reloading]);
+        }
+    }
+}
+
+fn status_line(cfg: &Config) -> String {
+    format!(
+        "polling {} source(s), delivering to {} endpoint(s)",
+        cfg.sources.len(),
+        cfg.endpoints.len()
+    )
+}
+
+/// The signals the daemon reacts to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let one = |k| signal(k).map_err(DaemonError::Signals);
+        Ok(Signals {
+            term: one(SignalKind::terminate())?,
+            int: one(SignalKind::interrupt())?,
+            hup: one(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => {
+                tracing::info!("SIGTERM received");
+                Signal::Stop
+            }
+            _ = self.int.recv() => {
+                tracing::info!("SIGINT received");
+                Signal::Stop
+            }
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (a SIGHUP meanwhile is ignored: a reload is in progress).
+    async fn stop(&mut self) {
+        while self.next().await != Signal::Stop {
+            tracing::info!("SIGHUP received while reloading; ignored");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// One round: a built app, its pipeline and its admin listener, until `round` is cancelled.
+async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()>, DaemonError> {
+    let listener = match app.config().admin_listen {
+        Some(addr) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Admin {
+                    addr,
+                    reason: e.to_string(),
+                })?,
+            addr,
+        )),
+        None => None,
+    };
+    Ok(tokio::spawn(async move {
+        let admin = listener.map(|(l, addr)| {
+            tracing::info!(%addr, "admin listener up");
+            tokio::spawn(crate::admin::serve(l, app.clone(), round.clone()))
+        });
+        app.run(round).await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+    }))
+}
+
+/// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT.
+pub async fn run(path: &Path, mut cfg: Config) -> Result<(), DaemonError> {
+    let store = App::open_store(&cfg)?;
+    let mut signals = Signals::install()?;
+    let stop = CancellationToken::new();
+    // The watchdog has its own token: it goes on pinging until the last drain is over.
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = tokio::spawn(watchdog(store.clone(), watchdog_stop.clone()));
+    let result = rounds(path, &mut cfg, &store, &mut signals, &stop).await;
+    stop.cancel();
+    watchdog_stop.cancel();
+    let _ = watchdog.await;
+    result
+}
+
+async fn rounds(
+    path: &Path,
+    cfg: &mut Config,
+    store: &Store,
+    signals: &mut Signals,
+    stop: &CancellationToken,
+) -> Result<(), DaemonError> {
+    loop {
+        let app = App::build_with_store(cfg.clone(), store.clone())?;
+        let round = stop.child_token();
+        let mut runner = start_round(app, round.clone()).await?;
+        notify(&[NotifyState::Ready, NotifyState::Status(&status_line(cfg))]);
+        let next = loop {
+            tokio::select! {
+                res = &mut runner => {
+                    notify(&[NotifyState::Stopping]);
+                    return res.map_err(|e| DaemonError::Task(e.to_string()));
+                }
+                sig = signals.next() => {
+                    if sig == Signal::Stop {
+                        return stop_process(stop, runner).await;
+                    }
+                    notify_reloading();
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+                    match check_reload(path, cfg) {
+                        Ok(new) => break new,
+                        Err(why) => {
+                            tracing::error!("reload rejected, keeping the running configuration: {why}");
+                            notify(&[
+                                NotifyState::Ready,
+                                NotifyState::Status(&format!("reload rejected; {}", status_line(cfg))),
+                            ]);
+                        }
+                    }
+                }
+            }
+        };
+        // Drain the running round. A stop during the drain stops the process: no new round.
+        round.cancel();
+        tokio::select! {
+            res = &mut runner => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "pipeline task failed during reload");
+                }
+            }
+            _ = signals.stop() => {
+                return stop_process(stop, runner).await;
+            }
+        }
+        *cfg = next;
+        tracing::info!("configuration reloaded");
+    }
+}
+
+/// Why a reload is refused.
+#[derive(Debug, thiserror::Error)]
+enum ReloadRefused {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("store.path changed; that needs a restart")]
+    StorePath,
+}
+
+fn check_reload(path: &Path, running: &Config) -> Result<Config, ReloadRefused> {
+    let new = Config::load(path)?;
+    if new.store_path != running.store_path {
+        return Err(ReloadRefused::StorePath);
+    }
+    Ok(new)
+}
+
+/// The process is stopping: tell systemd, stop everything, and wait for the drain (deliveries in
+/// flight get their grace, see [`crate::app::SHUTDOWN_GRACE`]).
+async fn stop_process(stop: &CancellationToken, runner: JoinHandle<()>) -> Result<(), DaemonError> {
+    notify(&[NotifyState::Stopping]);
+    stop.cancel();
+    runner.await.map_err(|e| DaemonError::Task(e.to_string()))
+}
+
+/// Pings the systemd watchdog (when `WatchdogSec=` is set) at half its interval for the whole
+/// life of the process, drains included, but only while the store answers a read: a wedged
+/// process stops pinging and systemd restarts it.
+async fn watchdog(store: Store, stop: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let healthy = tokio::time::timeout(Duration::from_secs(5), store.run(|s| s.counts()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if healthy {
+            notify(&[NotifyState::Watchdog]);
+        } else {
+            tracing::error!("store not answering; withholding the watchdog ping");
+        }
+    }
+}

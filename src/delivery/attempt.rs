@@ -1,0 +1,133 @@
+//! One delivery attempt: render the request, add the Standard Webhooks headers and signature,
+//! send it with the endpoint's credentials, keep the start of the answer, and settle the row by
+//! the retry policy. The result is an [`AttemptOutcome`] for the committer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{EndpointRuntime, RESPONSE_BODY_CAP, render};
+use crate::clock::Clock;
+use crate::http::{self, SendError};
+use crate::outbox::{Attempt, Delivery, Event};
+use crate::retry::{AttemptResult, settle};
+use crate::signing;
+use crate::store::DueItem;
+
+/// What one attempt produced: the delivery row after it, the due time the row was fetched under
+/// (the store only accepts the update if the row is still due under it), and the event.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// The row after the attempt.
+    pub delivery: Delivery,
+    /// The `next_ms` the row had when it was fetched.
+    pub fetched_due_ms: i64,
+    /// The event it carried.
+    pub event: Arc<Event>,
+}
+
+/// Makes one attempt of a due item.
+pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) -> AttemptOutcome {
+    let DueItem { delivery, event } = item;
+    let fetched_due_ms = delivery.next_ms;
+    let started = Instant::now();
+    let at_ms = clock.now_ms();
+    let outcome = |delivery: Delivery, attempt: Attempt, result: AttemptResult| AttemptOutcome {
+        // Retry times are measured from when the attempt ended.
+        delivery: settle(
+            delivery,
+            &ep.cfg.retry,
+            attempt,
+            result,
+            clock.now_ms(),
+            rand::random::<f64>(),
+        ),
+        fetched_due_ms,
+        event: event.clone(),
+    };
+    let rendered = match render(&ep.cfg, &event, delivery.attempts + 1, clock.now()) {
+        Ok(r) => r,
+        Err(error) => {
+            // A template that cannot be rendered is retried on schedule (fix the config and
+            // reload) and ends as a dead letter like any other failure.
+            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, %error, "cannot render the request");
+            let attempt = Attempt {
+                at_ms,
+                status: None,
+                error: Some(error),
+                latency_ms: 0,
+                body: String::new(),
+            };
+            return outcome(delivery, attempt, AttemptResult::Transport);
+        }
+    };
+    let headers = headers(ep, &event, at_ms / 1000, &rendered);
+    // Shared, so a repeat after a 401 does not copy the body.
+    let body = bytes::Bytes::from(rendered.body);
+    let make = || {
+        ep.http
+            .request(rendered.method.clone(), rendered.url.clone())
+            .headers(headers.clone())
+            .body(body.clone())
+    };
+    let sent = http::send_authorized(&ep.auth, make, http::plain).await;
+    let (result, status, error, body) = match sent {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let retry_after = http::retry_after(&resp, clock.now());
+            let body = http::read_prefix(resp, RESPONSE_BODY_CAP).await;
+            (
+                AttemptResult::Status { code, retry_after },
+                Some(code),
+                None,
+                http::snippet(&body, RESPONSE_BODY_CAP),
+            )
+        }
+        Err(SendError::Auth(e)) => (
+            AttemptResult::Transport,
+            None,
+            Some(e.to_string()),
+            String::new(),
+        ),
+        Err(SendError::Transport(e)) => (AttemptResult::Transport, None, Some(e), String::new()),
+    };
+    let attempt = Attempt {
+        at_ms,
+        status,
+        error,
+        latency_ms: started.elapsed().as_millis() as u64,
+        body,
+    };
+    outcome(delivery, attempt, result)
+}
+
+/// The endpoint's static headers, the Standard Webhooks set and the content type.
+fn headers(ep: &EndpointRuntime, event: &Event, ts: i64, rendered: &super::Rendered) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &ep.cfg.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put("webhook-id", &event.id);
+    put("webhook-timestamp", &ts.to_string());
+    if !ep.cfg.keys.is_empty() {
+        put(
+            "webhook-signature",
+            &signing::sign(&ep.cfg.keys, &event.id, ts, &rendered.body),
+        );
+    }
+    if let Some(ct) = rendered.content_type {
+        put("content-type", ct);
+    }
+    headers
+}

@@ -1,0 +1,133 @@
+//! Delivery: every due lane head is rendered for its endpoint, signed (Standard Webhooks), sent,
+//! and its outcome recorded in group commits.
+//!
+//! | file | owns |
+//! |------|------|
+//! | [`render`]  | the request for one event and endpoint (pure: v1 ping, v2 body, URL templates) |
+//! | [`presets`] | the v2 body presets (pollhook, Beds24, StayNTouch, Zenoti) |
+//! | `attempt`   | one attempt: headers, signature, send, the [`AttemptOutcome`] |
+//! | `worker`    | the one delivery path: due scan, in-flight set, spawning, group commit; the daemon loop and `deliver_due` |
+//! | `health`    | endpoint health: failing, 410 disables, counters, the admin report |
+//!
+//! The retry decision is [`crate::retry`]; the queue itself lives in [`crate::store`].
+
+mod attempt;
+mod health;
+pub mod presets;
+pub mod render;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::clock::Clock;
+use crate::config::EndpointConfig;
+use crate::http::{Authorizer, TokenCache};
+use crate::outbox::{Delivery, Event};
+use crate::store::{Disabled, Store};
+
+pub use attempt::AttemptOutcome;
+pub use health::EndpointReport;
+pub use render::{BEDS24_VARIABLES, DELIVERY_NAMES, EVENT_NAMES, Rendered, render, rfc3339};
+pub use worker::RoundReport;
+
+/// How much of a receiver's response body is kept with the attempt.
+pub const RESPONSE_BODY_CAP: usize = 1024;
+
+/// Most deliveries in flight at once across all endpoints (bounds memory).
+pub const MAX_IN_FLIGHT_TOTAL: usize = 1024;
+
+/// Something worth telling a watcher (the demo, the logs).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A change was detected and queued.
+    Detected(Arc<Event>),
+    /// An attempt finished.
+    Attempted {
+        /// Endpoint name.
+        endpoint: String,
+        /// The event.
+        event: Arc<Event>,
+        /// The row after the attempt.
+        delivery: Delivery,
+    },
+}
+
+/// One configured endpoint at run time: its client, concurrency permits, credentials, health.
+struct EndpointRuntime {
+    cfg: EndpointConfig,
+    http: reqwest::Client,
+    permits: Arc<Semaphore>,
+    auth: Authorizer,
+    health: health::Health,
+}
+
+/// Sends due deliveries and records their outcomes.
+pub struct Dispatcher {
+    store: Store,
+    clock: Clock,
+    endpoints: HashMap<String, Arc<EndpointRuntime>>,
+    disabled: Mutex<HashMap<String, Disabled>>,
+    /// Endpoint name -> small integer, so the in-flight set is cheap to copy.
+    ids: Arc<HashMap<String, u32>>,
+    in_flight: Mutex<std::collections::HashSet<(u32, u64)>>,
+    notices: broadcast::Sender<Notice>,
+}
+
+impl Dispatcher {
+    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed).
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        endpoints: &[EndpointConfig],
+        notices: broadcast::Sender<Notice>,
+    ) -> Result<Dispatcher, String> {
+        let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
+        let mut map = HashMap::new();
+        for ep in endpoints {
+            let http = crate::http::client(ep.connect_timeout, ep.timeout)
+                .map_err(|e| format!("endpoints.{}: {e}", ep.name))?;
+            let auth = Authorizer::new(
+                ep.auth.clone(),
+                format!("endpoint:{}", ep.name),
+                tokens.clone(),
+                clock.clone(),
+                ep.timeout,
+            )
+            .map_err(|e| format!("endpoints.{}: {e}", ep.name))?;
+            map.insert(
+                ep.name.clone(),
+                Arc::new(EndpointRuntime {
+                    cfg: ep.clone(),
+                    http,
+                    permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
+                    auth,
+                    health: health::Health::default(),
+                }),
+            );
+        }
+        let disabled = store
+            .endpoint_states()
+            .map_err(|e| format!("cannot read endpoint states: {e}"))?
+            .into_iter()
+            .filter_map(|(name, st)| st.disabled.map(|d| (name, d)))
+            .collect();
+        let ids = Arc::new(
+            map.keys()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect(),
+        );
+        Ok(Dispatcher {
+            store,
+            clock,
+            endpoints: map,
+            ids,
+            disabled: Mutex::new(disabled),
+            in_flight: Mutex::new(Default::default()),
+            notices,
+        })
+    }
+}

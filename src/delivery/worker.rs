@@ -1,0 +1,299 @@
+//! The one delivery path, shared by the daemon and by `deliver_due` (tests, `once`): read due
+//! lane heads skipping what is in flight, mark each in flight, attempt it in its own task, and
+//! record outcomes in group commits. A delivery stays in flight until its outcome is committed, so
+//! it is never sent twice at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{AttemptOutcome, attempt};
+use super::{Dispatcher, MAX_IN_FLIGHT_TOTAL, Notice};
+use crate::outbox::{Delivery, DeliveryState, Event};
+use crate::store::{DueBatch, DueItem, StoreError};
+
+/// Most outcomes committed in one transaction.
+const COMMIT_BATCH: usize = 512;
+
+/// Counts from one delivery round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Attempts made.
+    pub attempted: usize,
+    /// Of which delivered.
+    pub delivered: usize,
+    /// Of which scheduled for retry.
+    pub retrying: usize,
+    /// Of which dead-lettered.
+    pub dead: usize,
+}
+
+impl RoundReport {
+    fn count(&mut self, d: &Delivery) {
+        self.attempted += 1;
+        match d.state {
+            DeliveryState::Delivered => self.delivered += 1,
+            DeliveryState::Dead => self.dead += 1,
+            DeliveryState::Pending => self.retrying += 1,
+        }
+    }
+
+    /// Adds another round's counts.
+    pub fn add(&mut self, other: RoundReport) {
+        self.attempted += other.attempted;
+        self.delivered += other.delivered;
+        self.retrying += other.retrying;
+        self.dead += other.dead;
+    }
+}
+
+/// Attempts running and waiting to be committed, shared by the launcher and the committer.
+#[derive(Default)]
+struct Running(AtomicUsize);
+
+impl Running {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Dispatcher {
+    /// A filter for the due scan: skips deliveries in flight, and endpoints that are off in the
+    /// config, suspended after a 410, or no longer configured.
+    fn skip_fn(&self) -> impl Fn(&str, u64) -> bool + Send + 'static {
+        let busy = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Small integer sets, since this runs before every due scan.
+        let inactive: HashSet<u32> = {
+            let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+            self.endpoints
+                .iter()
+                .filter(|(n, e)| !e.cfg.enabled || disabled.contains_key(*n))
+                .filter_map(|(n, _)| self.ids.get(n).copied())
+                .collect()
+        };
+        let ids = self.ids.clone();
+        move |ep: &str, seq: u64| match ids.get(ep) {
+            // An endpoint no longer configured: its deliveries wait in the store.
+            None => true,
+            Some(i) => inactive.contains(i) || busy.contains(&(*i, seq)),
+        }
+    }
+
+    async fn fetch_due(&self, now: i64, limit: usize) -> Result<DueBatch, StoreError> {
+        let skip = self.skip_fn();
+        self.store.run(move |s| s.due(now, limit, &skip)).await
+    }
+
+    /// Marks `item` in flight and starts its attempt; the outcome is sent to `tx`.
+    fn launch(&self, item: DueItem, tx: &mpsc::Sender<AttemptOutcome>, running: &Arc<Running>) {
+        let Some(ep) = self.endpoints.get(&item.delivery.endpoint).cloned() else {
+            return;
+        };
+        if let Some(i) = self.ids.get(&item.delivery.endpoint) {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((*i, item.delivery.seq));
+        }
+        running.0.fetch_add(1, Ordering::AcqRel);
+        let tx = tx.clone();
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            let _permit = ep.permits.clone().acquire_owned().await;
+            let out = attempt(&ep, item, &clock).await;
+            let _ = tx.send(out).await;
+        });
+    }
+
+    /// Records outcomes as they arrive, as many per transaction as are waiting (up to
+    /// [`COMMIT_BATCH`]), until every sender is gone. `after_batch` is told how many were
+    /// handled. Returns the counts and the first commit error, if any.
+    async fn commit_outcomes(
+        &self,
+        rx: &mut mpsc::Receiver<AttemptOutcome>,
+        running: &Running,
+        after_batch: &(dyn Fn() + Send + Sync),
+    ) -> (RoundReport, Option<StoreError>) {
+        let mut report = RoundReport::default();
+        let mut first_error = None;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < COMMIT_BATCH {
+                match rx.try_recv() {
+                    Ok(o) => batch.push(o),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            match self.commit(batch).await {
+                Ok(r) => report.add(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record delivery outcomes; they will be sent again");
+                    first_error.get_or_insert(e);
+                }
+            }
+            running.0.fetch_sub(n, Ordering::AcqRel);
+            after_batch();
+        }
+        (report, first_error)
+    }
+
+    /// Writes one batch of outcomes in ONE transaction, then updates health, logs and notices
+    /// and releases the deliveries from the in-flight set. If the write fails they are released
+    /// all the same, so they are attempted again (same event id).
+    async fn commit(&self, outcomes: Vec<AttemptOutcome>) -> Result<RoundReport, StoreError> {
+        let rows: Vec<(Delivery, i64)> = outcomes
+            .iter()
+            .map(|o| (o.delivery.clone(), o.fetched_due_ms))
+            .collect();
+        let now = self.clock.now_ms();
+        let written = self.store.run(move |s| s.record(&rows, now)).await;
+        let release = |outcomes: &[AttemptOutcome]| {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for o in outcomes {
+                if let Some(i) = self.ids.get(&o.delivery.endpoint) {
+                    in_flight.remove(&(*i, o.delivery.seq));
+                }
+            }
+        };
+        if let Err(e) = written {
+            release(&outcomes);
+            return Err(e);
+        }
+        for o in &outcomes {
+            self.track_health(&o.delivery).await;
+        }
+        release(&outcomes);
+        let mut report = RoundReport::default();
+        let watched = self.notices.receiver_count() > 0;
+        for o in outcomes {
+            report.count(&o.delivery);
+            log_outcome(&o.delivery, &o.event);
+            if watched {
+                let _ = self.notices.send(Notice::Attempted {
+                    endpoint: o.delivery.endpoint.clone(),
+                    event: o.event,
+                    delivery: o.delivery,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// One round now: every due lane head not in flight is attempted once (concurrently,
+    /// bounded per endpoint) and the outcomes are committed, through the same launch and
+    /// group-commit code the daemon runs. For `once`, tests and the admin API.
+    pub async fn deliver_due(&self) -> Result<RoundReport, StoreError> {
+        let batch = self
+            .fetch_due(self.clock.now_ms(), MAX_IN_FLIGHT_TOTAL)
+            .await?;
+        let (tx, mut rx) = mpsc::channel(MAX_IN_FLIGHT_TOTAL);
+        let running = Arc::new(Running::default());
+        for item in batch.items {
+            self.launch(item, &tx, &running);
+        }
+        drop(tx);
+        let (report, error) = self.commit_outcomes(&mut rx, &running, &|| {}).await;
+        match error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// The daemon's delivery loop: keep up to [`MAX_IN_FLIGHT_TOTAL`] attempts running and sleep
+    /// until the next due time, a `wake`, or a committed batch. Outcomes go to a committer task
+    /// that writes whatever has arrived in one transaction (group commit), so sending goes on
+    /// while a commit's fsync is in progress.
+    ///
+    /// On cancel no new attempt starts; attempts in flight get `grace` to finish and be recorded.
+    /// Anything unrecorded stays due in the store and is sent again (same event id) after a
+    /// restart.
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        wake: Arc<Notify>,
+        grace: Duration,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<AttemptOutcome>(MAX_IN_FLIGHT_TOTAL);
+        let running = Arc::new(Running::default());
+        let committed = Arc::new(Notify::new());
+        let mut committer = {
+            let (me, running, committed) = (self.clone(), running.clone(), committed.clone());
+            tokio::spawn(async move {
+                me.commit_outcomes(&mut rx, &running, &|| committed.notify_one())
+                    .await;
+            })
+        };
+        let mut next_due: Option<i64> = None;
+        loop {
+            let now = self.clock.now_ms();
+            let free = MAX_IN_FLIGHT_TOTAL.saturating_sub(running.get());
+            if free > 0 {
+                match self.fetch_due(now, free).await {
+                    Ok(batch) => {
+                        next_due = batch.next_due_ms;
+                        for item in batch.items {
+                            self.launch(item, &tx, &running);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read due deliveries; retrying in 1s");
+                        next_due = Some(now + 1000);
+                    }
+                }
+            }
+            // With every slot busy only a committed batch frees one: do not wake for due times.
+            let sleep_for = match next_due {
+                _ if running.get() >= MAX_IN_FLIGHT_TOTAL => Duration::from_secs(3600),
+                Some(t) => {
+                    Duration::from_millis(t.saturating_sub(self.clock.now_ms()).max(0) as u64)
+                }
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = committed.notified() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+        // Shutdown: no new attempts. The committer ends once every attempt in flight has sent
+        // its outcome (all senders dropped) and it has recorded them, or at the grace deadline.
+        drop(tx);
+        if tokio::time::timeout(grace, &mut committer).await.is_err() {
+            committer.abort();
+            tracing::warn!(
+                left = running.get(),
+                "abandoned deliveries still in flight at shutdown; they stay queued and are sent again on restart"
+            );
+        }
+    }
+}
+
+fn log_outcome(d: &Delivery, event: &Event) {
+    let last = d.history.last();
+    let status = last.and_then(|a| a.status);
+    let error = last.and_then(|a| a.error.as_deref()).unwrap_or("");
+    match d.state {
+        DeliveryState::Delivered => tracing::debug!(
+            endpoint = %d.endpoint, event = %event.id, kind = event.kind.status_word(),
+            booking = %event.booking_id, status, attempts = d.attempts, "delivered"
+        ),
+        DeliveryState::Pending => tracing::warn!(
+            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            attempts = d.attempts, next = %super::rfc3339(d.next_ms), "delivery failed; will retry"
+        ),
+        DeliveryState::Dead => tracing::error!(
+            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            attempts = d.attempts, "delivery dead-lettered after its last attempt"
+        ),
+    }
+}

@@ -1,0 +1,352 @@
+//! Pure page decoding: the body as JSON (or XML into the same tree), the configured success
+//! check, the bookings and their ids at the items pointer, and next-page links.
+
+use serde_json::Value;
+use url::Url;
+
+use super::{Record, SourceError};
+use crate::config::{ItemsShape, ResponseFormat, SourceConfig, SuccessCheck};
+use crate::http::snippet;
+use crate::json::scalar_string;
+
+/// Decodes a response body (JSON, or XML into the same tree).
+pub fn decode(format: ResponseFormat, raw: &[u8], page: u32) -> Result<Value, SourceError> {
+    match format {
+        ResponseFormat::Json => serde_json::from_slice(raw).map_err(|e| SourceError::Decode {
+            page,
+            format: "JSON",
+            reason: e.to_string(),
+        }),
+        ResponseFormat::Xml => super::xml::to_json(raw, 64).map_err(|e| SourceError::Decode {
+            page,
+            format: "XML",
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Applies the configured success check to a decoded page.
+pub fn check_success(
+    check: Option<&SuccessCheck>,
+    doc: &Value,
+    page: u32,
+) -> Result<(), SourceError> {
+    // Compare as strings too, so `equals = true` accepts "true" and `not_equals = "fail"` works
+    // whatever the API's types.
+    let same = |a: Option<&Value>, b: &Value| match a {
+        Some(a) => a == b || scalar_string(a).is_some_and(|s| Some(s) == scalar_string(b)),
+        None => false,
+    };
+    let fail = |detail: String| Err(SourceError::Unsuccessful { page, detail });
+    match check {
+        None => Ok(()),
+        Some(SuccessCheck::Equals(p, v)) if !same(doc.pointer(p), v) => fail(format!(
+            "{p} is {}, expected {v}{}",
+            doc.pointer(p)
+                .map(Value::to_string)
+                .unwrap_or_else(|| "missing".into()),
+            error_hint(doc)
+        )),
+        Some(SuccessCheck::NotEquals(p, v)) if same(doc.pointer(p), v) => {
+            fail(format!("{p} is {v}{}", error_hint(doc)))
+        }
+        Some(SuccessCheck::Absent(p)) if doc.pointer(p).is_some_and(|v| !v.is_null()) => {
+            fail(format!(
+                "{p} is present: {}",
+                doc.pointer(p)
+                    .map(|v| snippet(v.to_string().as_bytes(), 200))
+                    .unwrap_or_default()
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn error_hint(doc: &Value) -> String {
+    for p in ["/error", "/message", "/errors", "/result"] {
+        if let Some(v) = doc.pointer(p).filter(|v| !v.is_null()) {
+            return format!(" ({}: {})", &p[1..], snippet(v.to_string().as_bytes(), 200));
+        }
+    }
+    String::new()
+}
+
+/// Finds the bookings in one page and their ids.
+pub fn extract(
+    cfg: &SourceConfig,
+    items_ptr: &str,
+    doc: &Value,
+    page: u32,
+) -> Result<Vec<Record>, SourceError> {
+    let list = if items_ptr.is_empty() {
+        Some(doc)
+    } else {
+        doc.pointer(items_ptr)
+    };
+    let not_a_list = || SourceError::NotAList {
+        page,
+        pointer: items_ptr.to_string(),
+    };
+    let items: Vec<&Value> = match (cfg.items_shape, list) {
+        // An empty result is often `null` rather than `[]`.
+        (_, Some(Value::Null)) if !items_ptr.is_empty() => Vec::new(),
+        // In XML an empty list is simply no element. In JSON a missing member is not "no
+        // bookings": it is usually an error answer (with HTTP 200), and reading it as empty
+        // could turn into cancellations.
+        (_, None) if !items_ptr.is_empty() && cfg.format == ResponseFormat::Xml => Vec::new(),
+        (ItemsShape::List, Some(Value::Array(a))) => a.iter().collect(),
+        // One element where a list was expected (XML with a single child; some JSON APIs).
+        (ItemsShape::List, Some(o @ Value::Object(_))) if !items_ptr.is_empty() => vec![o],
+        (ItemsShape::Keyed, Some(Value::Object(m))) => m.values().collect(),
+        // PHP encodes an empty keyed list as `[]`.
+        (ItemsShape::Keyed, Some(Value::Array(a))) => a.iter().collect(),
+        _ => return Err(not_a_list()),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let mut parts = Vec::with_capacity(cfg.id.len());
+        for p in &cfg.id {
+            match item.pointer(p).and_then(scalar_string) {
+                Some(s) if !s.is_empty() => parts.push(s),
+                _ => {
+                    return Err(SourceError::MissingId {
+                        page,
+                        index,
+                        pointer: p.clone(),
+                    });
+                }
+            }
+        }
+        out.push(Record {
+            id: parts.join(":"),
+            doc: item.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The next page's URL from a next-link response, resolved against the current URL and held to
+/// the same scheme, host and port as the configured URL.
+pub fn next_link(
+    base: &Url,
+    current: &Url,
+    doc: &Value,
+    pointer: &str,
+    page: u32,
+) -> Result<Option<Url>, SourceError> {
+    let link = match doc.pointer(pointer) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(other) => {
+            return Err(SourceError::BadNextLink {
+                page,
+                reason: format!("expected a URL string, found {other}"),
+            });
+        }
+    };
+    let next = current.join(&link).map_err(|e| SourceError::BadNextLink {
+        page,
+        reason: e.to_string(),
+    })?;
+    if next.origin() != base.origin() {
+        return Err(SourceError::BadNextLink {
+            page,
+            reason: format!(
+                "it points to {} but the source is {}; links to other hosts are never followed",
+                next.origin().ascii_serialization(),
+                base.origin().ascii_serialization()
+            ),
+        });
+    }
+    Ok(Some(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+
+    fn cfg(extra: &str) -> SourceConfig {
+        let text = format!(
+            "[sources.s]\nurl = \"http://api.test/v2/bookings\"\nevery = \"1m\"\n{extra}\n"
+        );
+        Config::from_toml_str(&text, "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .sources
+            .remove(0)
+    }
+
+    fn ex(c: &SourceConfig, doc: &Value) -> Result<Vec<Record>, SourceError> {
+        extract(c, &c.items, doc, 1)
+    }
+
+    #[test]
+    fn extracts_items_and_ids_as_strings() {
+        let c = cfg("items = \"/data\"");
+        let r = ex(&c, &json!({"data": [{"id": 7}, {"id": "x"}]})).unwrap();
+        assert_eq!(r[0].id, "7");
+        assert_eq!(r[1].id, "x");
+    }
+
+    #[test]
+    fn composite_ids_join_parts() {
+        let c = cfg("id = [\"/propertyId\", \"/id\"]");
+        let r = ex(&c, &json!([{"propertyId": 3, "id": 7}])).unwrap();
+        assert_eq!(r[0].id, "3:7");
+    }
+
+    #[test]
+    fn missing_id_is_an_error() {
+        let c = cfg("items = \"/data\"");
+        let e = extract(
+            &c,
+            &c.items,
+            &json!({"data": [{"id": 1}, {"name": "x"}]}),
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SourceError::MissingId {
+                    page: 2,
+                    index: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn items_must_be_a_list_or_a_single_object() {
+        let c = cfg("items = \"/data\"");
+        assert_eq!(
+            ex(&c, &json!({"data": {"id": 1}})).unwrap().len(),
+            1,
+            "one XML element"
+        );
+        assert!(ex(&c, &json!({"data": 5})).is_err());
+        assert!(ex(&c, &json!({"data": null})).unwrap().is_empty());
+        assert!(ex(&c, &json!({"data": []})).unwrap().is_empty());
+        let e = ex(&c, &json!({"error": "token expired"})).unwrap_err();
+        assert!(
+            matches!(e, SourceError::NotAList { .. }),
+            "a JSON answer without the items member is an error, not an empty page: {e}"
+        );
+        let root = cfg("");
+        assert!(
+            ex(&root, &json!({"id": 1})).is_err(),
+            "the root must be a list"
+        );
+    }
+
+    #[test]
+    fn keyed_items_are_the_object_values() {
+        let c = cfg("items = \"/booking~1index\"\nitems_shape = \"keyed\"\nid = \"/booking_id\"");
+        let doc = json!({"booking/index": {"2": {"booking_id": 2}, "5": {"booking_id": 5}}});
+        let mut ids: Vec<String> = ex(&c, &doc).unwrap().into_iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["2", "5"]);
+        assert!(ex(&c, &json!({"booking/index": []})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn success_checks() {
+        let eq = SuccessCheck::Equals("/success".into(), json!(true));
+        assert!(check_success(Some(&eq), &json!({"success": true}), 1).is_ok());
+        let e = check_success(
+            Some(&eq),
+            &json!({"success": false, "error": "bad token"}),
+            3,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("bad token") && e.to_string().contains("page 3"),
+            "{e}"
+        );
+        let ne = SuccessCheck::NotEquals("/status".into(), json!("fail"));
+        assert!(check_success(Some(&ne), &json!({"status": "success"}), 1).is_ok());
+        assert!(check_success(Some(&ne), &json!({"status": "fail"}), 1).is_err());
+        let absent = SuccessCheck::Absent("/error".into());
+        assert!(check_success(Some(&absent), &json!([{"bookId": "1"}]), 1).is_ok());
+        assert!(check_success(Some(&absent), &json!({"error": "Unauthorized"}), 1).is_err());
+    }
+
+    #[test]
+    fn beds24_legacy_xml_ids_in_attributes_and_text_statuses() {
+        let c = cfg(
+            "format = \"xml\"\nitems = \"/bookings/booking\"\nid = \"/@id\"\nstatus = \"/status\"\ncancelled_values = [\"Cancelled\"]",
+        );
+        let doc = decode(
+            c.format,
+            br#"<bookings datefrom="2019-08-01"><booking id="13300894" action=""><status>Confirmed</status></booking><booking id="13300895"><status>Cancelled</status></booking></bookings>"#,
+            1,
+        )
+        .unwrap();
+        let r = ex(&c, &doc).unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["13300894", "13300895"]
+        );
+        let policy = crate::diff::Policy {
+            status: c.status.clone(),
+            cancelled_values: c.cancelled_values.clone(),
+            ..Default::default()
+        };
+        assert!(!policy.is_cancelled(&r[0].doc));
+        assert!(policy.is_cancelled(&r[1].doc));
+    }
+
+    #[test]
+    fn xml_pages_decode_into_the_same_tree() {
+        let c = cfg("format = \"xml\"\nitems = \"/response/booking\"\nid = \"/trans_num\"");
+        let one = decode(
+            c.format,
+            b"<response><total>1</total><booking><trans_num>A1</trans_num></booking></response>",
+            1,
+        )
+        .unwrap();
+        assert_eq!(ex(&c, &one).unwrap()[0].id, "A1");
+        let none = decode(c.format, b"<response><total>0</total></response>", 1).unwrap();
+        assert!(ex(&c, &none).unwrap().is_empty());
+        assert!(decode(c.format, b"<response><booking>", 1).is_err());
+    }
+
+    #[test]
+    fn next_links_resolve_and_stay_on_host() {
+        let base = Url::parse("http://api.test/v2/bookings").unwrap();
+        let doc = |l: Value| json!({"pages": {"next": l}});
+        let p = "/pages/next";
+        let n = next_link(&base, &base, &doc(json!("?page=2")), p, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.as_str(), "http://api.test/v2/bookings?page=2");
+        let n = next_link(
+            &base,
+            &base,
+            &doc(json!("http://api.test/v2/bookings?page=3")),
+            p,
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(n.query(), Some("page=3"));
+        assert!(
+            next_link(&base, &base, &doc(json!(null)), p, 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            next_link(&base, &base, &doc(json!("")), p, 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(next_link(&base, &base, &doc(json!("http://evil.test/x")), p, 1).is_err());
+        assert!(next_link(&base, &base, &doc(json!("https://api.test/x")), p, 1).is_err());
+        assert!(next_link(&base, &base, &doc(json!(5)), p, 1).is_err());
+    }
+}
