@@ -149,7 +149,6 @@ retry_schedule = ["0s", "1s", "1s"]
     t.receiver.fail_next(2, 500);
     let start = now_ms();
     t.app.deliver_due_at(start).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
     t.app.deliver_due_at(start + HOUR_MS).await.unwrap();
     let eps = get_json(&format!("{admin}/endpoints")).await;
     assert_eq!(eps[0]["failing"], true, "{eps}");
@@ -373,7 +372,7 @@ async fn retention_prunes_delivered_history_but_keeps_dead_letters() {
     t.sim.create_booking();
     app.poll_now("hotel").await.unwrap();
     assert_eq!(app.deliver_due().await.unwrap().delivered, 2);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.clock().advance(Duration::from_millis(5));
     assert_eq!(app.prune_now().await.unwrap(), 2);
     assert!(
         app.store().events().unwrap().is_empty(),
@@ -388,7 +387,7 @@ async fn retention_prunes_delivered_history_but_keeps_dead_letters() {
     for h in 0..5 {
         app.deliver_due_at(start + h * HOUR_MS).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.clock().advance(Duration::from_millis(5));
     assert_eq!(app.prune_now().await.unwrap(), 0);
     assert_eq!(
         app.store()

@@ -8,6 +8,7 @@ mod binary;
 mod chaos;
 mod delivery_failures;
 mod endpoints;
+mod layout;
 mod pipeline;
 mod poll_failures;
 mod presets;

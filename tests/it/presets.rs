@@ -229,7 +229,7 @@ async fn beds24_v2_leaving_the_default_window_is_not_a_cancellation() {
     p.poll().await;
     // Two days later it has departed and drops out of Beds24's default "upcoming" list.
     p.sim.set_today(today + chrono::Days::new(2));
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.app.clock().advance(Duration::from_millis(2));
     let r = p.app.poll_now("beds24").await.unwrap();
     assert_eq!(r.bookings, ids.len() - 1);
     assert!(r.events.is_empty(), "no false cancellation: {:?}", r.events);
@@ -264,7 +264,7 @@ async fn beds24_v2_a_booking_that_vanishes_is_looked_up_before_cancelling() {
             .set_booking_dates(ids[0], past, past + chrono::Days::new(2))
     );
     assert!(p.sim.remove_booking(ids[1]));
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.app.clock().advance(Duration::from_millis(2));
     let events = p.poll().await;
     // The moved booking is found by id: its new dates are a modification, not a cancellation.
     // The deleted one is confirmed gone: a cancellation.
@@ -282,7 +282,7 @@ async fn beds24_v2_a_booking_that_vanishes_is_looked_up_before_cancelling() {
         .iter()
         .filter(|q| q.query_param("id").is_some())
         .count();
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.app.clock().advance(Duration::from_millis(2));
     assert!(p.poll().await.is_empty());
     let lookups_after = p
         .sim
