@@ -360,12 +360,12 @@ impl Validator {
             } else if n == "secret" {
                 self.bad(key, "`{{ secret }}` needs a name: `{{ secret.NAME }}`");
             } else if let Some(e) = n.strip_prefix("event.") {
-                if !crate::delivery::EVENT_NAMES.contains(&e) {
+                if !crate::template::names::EVENT_NAMES.contains(&e) {
                     self.bad(
                         key,
                         format!(
                             "`{{{{ {n} }}}}` is not an event field; use one of: {}",
-                            crate::delivery::EVENT_NAMES
+                            crate::template::names::EVENT_NAMES
                                 .iter()
                                 .map(|f| format!("event.{f}"))
                                 .collect::<Vec<_>>()
@@ -454,7 +454,7 @@ impl Validator {
             return (self.url(key, Some(text)), None);
         }
         let template = match Template::parse(&converted)
-            .and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t))
+            .and_then(|t| t.check_names(crate::template::names::DELIVERY_NAMES).map(|()| t))
         {
             Ok(t) => {
                 self.known_names(key, &t.names());
@@ -1180,7 +1180,7 @@ impl Validator {
     ) -> Option<EndpointConfig> {
         let k = |f: &str| format!("endpoints.{name}.{f}");
         self.name(&format!("endpoints.{name}"), name);
-        let mut variables: BTreeMap<String, String> = crate::delivery::BEDS24_VARIABLES
+        let mut variables: BTreeMap<String, String> = crate::template::BEDS24_VARIABLES
             .iter()
             .map(|(n, p)| (n.to_string(), p.to_string()))
             .collect();
@@ -1360,7 +1360,7 @@ impl Validator {
                 self.bad(k("body"), "must be a table (the JSON body), with {{ ... }} templates in its strings");
                 return None;
             }
-            match crate::template::TemplateTree::parse(&b).and_then(|t| t.check_names(crate::delivery::DELIVERY_NAMES).map(|()| t)) {
+            match crate::template::TemplateTree::parse(&b).and_then(|t| t.check_names(crate::template::names::DELIVERY_NAMES).map(|()| t)) {
                 Ok(t) => {
                     self.known_names(&k("body"), &t.names());
                     Some(t)

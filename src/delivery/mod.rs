@@ -30,7 +30,7 @@ use crate::store::{Disabled, Store};
 
 pub use attempt::AttemptOutcome;
 pub use health::EndpointReport;
-pub use render::{BEDS24_VARIABLES, DELIVERY_NAMES, EVENT_NAMES, Rendered, render, rfc3339};
+pub use render::{Rendered, render, rfc3339};
 pub use worker::RoundReport;
 
 /// How much of a receiver's response body is kept with the attempt.

@@ -34,51 +34,6 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
-/// Beds24 notify-URL variables and where pollhook finds them in a Beds24 API v2 booking by
-/// default (`variables` in an endpoint's config overrides or adds). `BOOKID` is always the
-/// booking id pollhook tracks.
-pub const BEDS24_VARIABLES: &[(&str, &str)] = &[
-    ("PROPERTYID", "/propertyId"),
-    ("ROOMID", "/roomId"),
-    ("UNITID", "/unitId"),
-    ("GROUPID", "/masterId"),
-    ("STATUS", "/status"),
-    ("FIRSTNIGHT", "/arrival"),
-    ("LEAVINGDAY", "/departure"),
-    ("NUMADULT", "/numAdult"),
-    ("NUMCHILD", "/numChild"),
-    ("GUESTTITLE", "/title"),
-    ("GUESTFIRSTNAME", "/firstName"),
-    ("GUESTNAME", "/lastName"),
-    ("GUESTLASTNAME", "/lastName"),
-    ("GUESTEMAIL", "/email"),
-    ("GUESTPHONE", "/phone"),
-    ("GUESTCOMPANY", "/company"),
-    ("PRICE", "/price"),
-    ("REFERENCE", "/reference"),
-    ("REFERER", "/referer"),
-    ("REFERRER", "/referer"),
-    ("APISOURCE", "/apiSource"),
-    ("BOOKID", ""),
-    ("REFERENCENUMBER", ""),
-];
-
-/// The `event.*` fields endpoint templates may use.
-pub const EVENT_NAMES: &[&str] = &[
-    "id",
-    "type",
-    "status",
-    "source",
-    "booking_id",
-    "sequence",
-    "attempt",
-    "detected_at",
-    "changes",
-];
-
-/// Names that endpoint templates (URL and body) may use.
-pub const DELIVERY_NAMES: &[&str] = &["event", "booking", "beds24", "now", "today"];
-
 /// What an endpoint template sees: the event, the attempt number and the booking.
 pub struct DeliveryContext<'a> {
     /// The event.

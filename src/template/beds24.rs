@@ -1,6 +1,36 @@
-//! Beds24 `[NAME]` bracket variables: rewriting them into `{{ beds24.NAME }}` placeholders.
+//! Beds24 `[NAME]` bracket variables: the names Beds24 defines and where they are found in a
+//! booking, and rewriting `[NAME]` into `{{ beds24.NAME }}` placeholders.
 
 use std::fmt::Write as _;
+
+/// Beds24 notify-URL variables and where pollhook finds them in a Beds24 API v2 booking by
+/// default (`variables` in an endpoint's config overrides or adds). `BOOKID` is always the
+/// booking id pollhook tracks.
+pub const BEDS24_VARIABLES: &[(&str, &str)] = &[
+    ("PROPERTYID", "/propertyId"),
+    ("ROOMID", "/roomId"),
+    ("UNITID", "/unitId"),
+    ("GROUPID", "/masterId"),
+    ("STATUS", "/status"),
+    ("FIRSTNIGHT", "/arrival"),
+    ("LEAVINGDAY", "/departure"),
+    ("NUMADULT", "/numAdult"),
+    ("NUMCHILD", "/numChild"),
+    ("GUESTTITLE", "/title"),
+    ("GUESTFIRSTNAME", "/firstName"),
+    ("GUESTNAME", "/lastName"),
+    ("GUESTLASTNAME", "/lastName"),
+    ("GUESTEMAIL", "/email"),
+    ("GUESTPHONE", "/phone"),
+    ("GUESTCOMPANY", "/company"),
+    ("PRICE", "/price"),
+    ("REFERENCE", "/reference"),
+    ("REFERER", "/referer"),
+    ("REFERRER", "/referer"),
+    ("APISOURCE", "/apiSource"),
+    ("BOOKID", ""),
+    ("REFERENCENUMBER", ""),
+];
 
 /// Beds24's notify-URL variables: converts `[NAME]` tokens (NAME =
 /// `[A-Z][A-Z0-9_]*`) for which `known(NAME)` is true into `{{ beds24.NAME }}`

@@ -111,11 +111,12 @@
 //! ```
 
 mod beds24;
+pub mod names;
 mod parse;
 mod render;
 mod tree;
 
-pub use beds24::from_beds24_brackets;
+pub use beds24::{BEDS24_VARIABLES, from_beds24_brackets};
 pub use tree::{TemplateTree, check_tree, render_tree};
 
 use chrono::{DateTime, Utc};
