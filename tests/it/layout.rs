@@ -81,7 +81,12 @@ fn import_graph(known: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<String>> 
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in files {
         let rel = f.strip_prefix(src()).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let top = first.trim_end_matches(".rs").to_string();
         if !known.contains(&top) {
             continue; // lib.rs, main.rs
@@ -97,14 +102,22 @@ fn import_graph(known: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<String>> 
 #[test]
 fn every_import_points_down_the_lib_rs_table() {
     let order = documented_order();
-    assert!(order.len() > 10, "the module table in lib.rs was not found: {order:?}");
+    assert!(
+        order.len() > 10,
+        "the module table in lib.rs was not found: {order:?}"
+    );
     let known: BTreeSet<String> = order.iter().cloned().collect();
     // Every top-level module is in the table.
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     for f in &files {
         let rel = f.strip_prefix(src()).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let top = first.trim_end_matches(".rs");
         if top != "lib" && top != "main" {
             assert!(

@@ -1,0 +1,113 @@
+//! The `[store]`, `[log]`, `[admin]` and `[delivery]` tables: where state lives, how pollhook
+//! logs, where the admin server listens, and the delivery defaults every endpoint inherits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Validator;
+use super::endpoint::EndpointDefaults;
+use crate::config::{LogConfig, LogFormat, raw};
+use crate::retry::RetryPolicy;
+
+impl Validator {
+    /// `[store]`: the database path (by default under systemd's `STATE_DIRECTORY`) and how long
+    /// delivered history is kept.
+    pub(super) fn store(&mut self, store: raw::RawStore) -> (PathBuf, Duration) {
+        let store_path = store.path.unwrap_or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(|d| {
+                    // systemd may pass several colon-separated directories; the first is ours.
+                    let d = d
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    PathBuf::from(d).join("pollhook.redb")
+                })
+                .unwrap_or_else(|| PathBuf::from("pollhook.redb"))
+        });
+
+        let retention = self.positive_duration(
+            "store.retention",
+            store.retention.as_deref(),
+            Duration::from_secs(30 * 86400),
+        );
+        (store_path, retention)
+    }
+
+    /// `[log]`: the output format and the level filter.
+    pub(super) fn log(&mut self, log: raw::RawLog) -> LogConfig {
+        let format = match log.format.as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.bad(
+                    "log.format",
+                    format!("`{other}` is not valid; use \"auto\", \"text\" or \"json\""),
+                );
+                LogFormat::Auto
+            }
+        };
+        let level = log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.bad(
+                "log.level",
+                format!("`{level}` is not a log filter; use e.g. \"info\", \"debug\" or \"pollhook=debug,info\""),
+            );
+        }
+        LogConfig { format, level }
+    }
+
+    /// `[admin]`: the listen address, or `None` when switched off.
+    pub(super) fn admin(&mut self, admin: raw::RawAdmin) -> Option<SocketAddr> {
+        match admin.listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9477))),
+            Some("" | "off") => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.bad(
+                        "admin.listen",
+                        format!("`{s}` is not an address; use \"127.0.0.1:9477\", \"[::1]:9477\" or \"off\""),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// `[delivery]`: the retry policy, timeouts and concurrency an endpoint gets unless it says
+    /// otherwise.
+    pub(super) fn delivery(&mut self, d: raw::RawDeliveryDefaults) -> EndpointDefaults {
+        let retry = self.retry(
+            "delivery",
+            d.retry_schedule.as_deref(),
+            d.jitter,
+            d.retry_after_cap.as_deref(),
+            RetryPolicy::default_schedule(),
+        );
+        let connect = self.positive_duration(
+            "delivery.connect_timeout",
+            d.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let timeout = self.positive_duration(
+            "delivery.timeout",
+            d.timeout.as_deref(),
+            Duration::from_secs(15),
+        );
+        let in_flight = d.max_in_flight.unwrap_or(16);
+        if in_flight == 0 {
+            self.bad("delivery.max_in_flight", "must be at least 1");
+        }
+        EndpointDefaults {
+            retry,
+            connect,
+            timeout,
+            in_flight: in_flight.max(1),
+        }
+    }
+}
