@@ -1,25 +1,134 @@
-//! The diff: pure functions that turn (last-seen booking, freshly polled booking) into
-//! new / modify / cancel, with field-level changes as RFC 6901 JSON Pointers.
+//! The diff: pure functions that decide, for one booking, whether it changed and how: its
+//! fingerprint and cancelled flag (what is compared on every poll), then, only when the
+//! fingerprint differs, new / modify / cancel with field-level changes as RFC 6901 JSON Pointers.
 //!
-//! No I/O, no clock. The poll pipeline feeds it rows read inside the store's write transaction.
+//! No I/O, no clock. The poll feeds it the last-seen row and, when needed, the stored document.
 
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-use crate::json::{JsonError, escape, fingerprint, remove_pointer, scalar_string, set_pointer};
+use crate::json::{JsonError, escape, scalar_string, set_pointer, tokens};
 use crate::outbox::{EventKind, FieldChange};
-use crate::store::StoredBooking;
 
 /// What counts as significant and what means cancelled, for one source.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
-    /// Pointer to the status field, if any.
-    pub status: Option<String>,
-    /// Status values (as strings) meaning cancelled.
-    pub cancelled_values: Vec<String>,
-    /// Fields that never count as a change.
-    pub ignore: Vec<String>,
-    /// If non-empty, the only fields that count.
-    pub only: Vec<String>,
+    status: Option<String>,
+    cancelled_values: Vec<String>,
+    ignore: Vec<String>,
+    only: Vec<String>,
+    /// `ignore` as a tree of pointer tokens, so fingerprints skip ignored fields without a copy.
+    ignored: Trie,
+}
+
+/// Pointer tokens as a tree; a node that ends a pointer is a leaf (what is under it is ignored).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Trie {
+    leaf: bool,
+    children: Vec<(String, Trie)>,
+}
+
+impl Trie {
+    fn insert(&mut self, toks: &[String]) {
+        let Some((first, rest)) = toks.split_first() else {
+            self.leaf = true;
+            return;
+        };
+        let i = match self.children.iter().position(|(t, _)| t == first) {
+            Some(i) => i,
+            None => {
+                self.children.push((first.clone(), Trie::default()));
+                self.children.len() - 1
+            }
+        };
+        self.children[i].1.insert(rest);
+    }
+
+    fn key(&self, k: &str) -> Option<&Trie> {
+        self.children.iter().find(|(t, _)| t == k).map(|(_, c)| c)
+    }
+
+    /// Array elements are named by their index, as `remove_pointer` reads a token (`"01"` is 1).
+    fn index(&self, i: usize) -> Option<&Trie> {
+        self.children
+            .iter()
+            .find(|(t, _)| t.parse::<usize>().ok() == Some(i))
+            .map(|(_, c)| c)
+    }
+}
+
+/// A value with the ignored fields left out, serialised exactly as the value would be after
+/// removing them (object members dropped, array elements replaced by null).
+struct Significant<'a> {
+    value: &'a Value,
+    ignored: &'a Trie,
+}
+
+impl Serialize for Significant<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            Value::Object(m) => {
+                let kept = m
+                    .iter()
+                    .filter(|(k, _)| !self.ignored.key(k).is_some_and(|c| c.leaf))
+                    .count();
+                let mut map = s.serialize_map(Some(kept))?;
+                for (k, v) in m {
+                    match self.ignored.key(k) {
+                        Some(c) if c.leaf => {}
+                        Some(c) => map.serialize_entry(
+                            k,
+                            &Significant {
+                                value: v,
+                                ignored: c,
+                            },
+                        )?,
+                        None => map.serialize_entry(k, v)?,
+                    }
+                }
+                map.end()
+            }
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for (i, v) in a.iter().enumerate() {
+                    match self.ignored.index(i) {
+                        Some(c) if c.leaf => seq.serialize_element(&Value::Null)?,
+                        Some(c) => seq.serialize_element(&Significant {
+                            value: v,
+                            ignored: c,
+                        })?,
+                        None => seq.serialize_element(v)?,
+                    }
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// Feeds serialised bytes straight into the hash, so no copy of the document is made.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What is compared on every poll: a booking's fingerprint and whether it is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// Fingerprint of the significant content: the first 8 bytes (big-endian) of the SHA-256 of
+    /// its canonical JSON (object keys sorted, compact).
+    pub fingerprint: u64,
+    /// Whether its status is in the cancelled set.
+    pub cancelled: bool,
 }
 
 /// A detected change for one booking.
@@ -31,20 +140,37 @@ pub struct Change {
     pub changes: Vec<FieldChange>,
 }
 
-/// The result of comparing one polled booking with its stored state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Comparison {
-    /// What to store (`None` when the stored row is still right and need not be rewritten).
-    pub store: Option<StoredBooking>,
-    /// What to emit.
-    pub change: Option<Change>,
-}
-
 impl Policy {
+    /// A policy from a source's settings: the status pointer and the values meaning cancelled,
+    /// and either fields to ignore or the only fields that count.
+    pub fn new(
+        status: Option<String>,
+        cancelled_values: Vec<String>,
+        ignore: Vec<String>,
+        only: Vec<String>,
+    ) -> Policy {
+        let mut ignored = Trie::default();
+        for p in ignore.iter().filter(|p| !p.is_empty()) {
+            ignored.insert(&tokens(p));
+        }
+        Policy {
+            status,
+            cancelled_values,
+            ignore,
+            only,
+            ignored,
+        }
+    }
+
+    /// The status of a document, as compared.
+    pub fn status_of(&self, doc: &Value) -> Option<String> {
+        let p = self.status.as_deref()?;
+        doc.pointer(p).and_then(scalar_string)
+    }
+
     /// Whether this document's status is in the cancelled set.
     pub fn is_cancelled(&self, doc: &Value) -> bool {
-        let Some(p) = &self.status else { return false };
-        match doc.pointer(p).and_then(scalar_string) {
+        match self.status_of(doc) {
             Some(s) => self.cancelled_values.iter().any(|c| c == &s),
             None => false,
         }
@@ -63,64 +189,75 @@ impl Policy {
         }
         let mut out = doc.clone();
         for p in &self.ignore {
-            remove_pointer(&mut out, p);
+            crate::json::remove_pointer(&mut out, p);
         }
         out
     }
 
-    /// Builds the stored form of a document.
-    pub fn stored(&self, doc: Value) -> Result<StoredBooking, JsonError> {
-        Ok(StoredBooking {
-            hash: fingerprint(&self.significant(&doc))?,
-            cancelled: self.is_cancelled(&doc),
-            doc,
-            outside: false,
+    /// The fingerprint of a document's significant content, computed without copying it (the
+    /// same value as hashing `serde_json::to_vec(&self.significant(doc))`).
+    pub fn fingerprint(&self, doc: &Value) -> Result<u64, JsonError> {
+        let mut w = HashWriter(Sha256::new());
+        if self.only.is_empty() {
+            serde_json::to_writer(
+                &mut w,
+                &Significant {
+                    value: doc,
+                    ignored: &self.ignored,
+                },
+            )?;
+        } else {
+            serde_json::to_writer(&mut w, &self.significant(doc))?;
+        }
+        let digest = w.0.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Ok(u64::from_be_bytes(first))
+    }
+
+    /// Fingerprint and cancelled flag of a document.
+    pub fn observe(&self, doc: &Value) -> Result<Observed, JsonError> {
+        Ok(Observed {
+            fingerprint: self.fingerprint(doc)?,
+            cancelled: self.is_cancelled(doc),
         })
     }
 
-    /// Compares a polled document with the stored state of the same id.
+    /// What a booking seen again means, given its last-seen state and document.
     ///
     /// * unknown id: `new`, or `cancel` if it is first seen already cancelled (it existed and
     ///   was cancelled between two polls; the receiver learns both facts from one event);
     /// * known, became cancelled: `cancel`;
     /// * known, significant content changed otherwise (including reactivation): `modify`;
-    /// * known, only ignored fields changed: nothing, and the stored row is left alone.
-    pub fn compare(
+    /// * known, nothing significant changed: nothing. That includes a fingerprint that differs
+    ///   only because the policy (ignored fields) changed: the row is refreshed quietly.
+    pub fn change(
         &self,
-        prev: Option<&StoredBooking>,
-        doc: Value,
-    ) -> Result<Comparison, JsonError> {
-        let next = self.stored(doc)?;
-        let Some(prev) = prev else {
-            let kind = if next.cancelled {
+        prev: Option<(&Value, bool)>,
+        next: &Value,
+        next_cancelled: bool,
+    ) -> Option<Change> {
+        let Some((prev_doc, prev_cancelled)) = prev else {
+            let kind = if next_cancelled {
                 EventKind::Cancel
             } else {
                 EventKind::New
             };
-            return Ok(Comparison {
-                store: Some(next),
-                change: Some(Change {
-                    kind,
-                    changes: Vec::new(),
-                }),
+            return Some(Change {
+                kind,
+                changes: Vec::new(),
             });
         };
-        if prev.hash == next.hash && prev.cancelled == next.cancelled {
-            return Ok(Comparison {
-                store: None,
-                change: None,
-            });
+        let changes = field_changes(&self.significant(prev_doc), &self.significant(next));
+        if changes.is_empty() && prev_cancelled == next_cancelled {
+            return None;
         }
-        let changes = field_changes(&self.significant(&prev.doc), &self.significant(&next.doc));
-        let kind = if next.cancelled && !prev.cancelled {
+        let kind = if next_cancelled && !prev_cancelled {
             EventKind::Cancel
         } else {
             EventKind::Modify
         };
-        Ok(Comparison {
-            store: Some(next),
-            change: Some(Change { kind, changes }),
-        })
+        Some(Change { kind, changes })
     }
 }
 
@@ -186,62 +323,54 @@ mod tests {
     use serde_json::json;
 
     fn policy() -> Policy {
-        Policy {
-            status: Some("/status".into()),
-            cancelled_values: vec!["cancelled".into(), "0".into()],
-            ignore: vec!["/modifiedTime".into()],
-            only: vec![],
+        Policy::new(
+            Some("/status".into()),
+            vec!["cancelled".into(), "0".into()],
+            vec!["/modifiedTime".into()],
+            vec![],
+        )
+    }
+
+    /// The outcome of seeing `next` after `prev` (both as documents).
+    fn compare(p: &Policy, prev: Option<&Value>, next: &Value) -> Option<Change> {
+        let n = p.observe(next).unwrap();
+        if let Some(prev) = prev {
+            let o = p.observe(prev).unwrap();
+            if o == n {
+                return None;
+            }
+            return p.change(Some((prev, o.cancelled)), next, n.cancelled);
         }
+        p.change(None, next, n.cancelled)
     }
 
     #[test]
     fn unknown_id_is_new() {
-        let c = policy()
-            .compare(None, json!({"id": 1, "status": "confirmed"}))
-            .unwrap();
-        assert_eq!(c.change.unwrap().kind, EventKind::New);
-        assert!(c.store.is_some());
+        let c = compare(&policy(), None, &json!({"id": 1, "status": "confirmed"}));
+        assert_eq!(c.unwrap().kind, EventKind::New);
     }
 
     #[test]
     fn first_seen_cancelled_is_cancel() {
-        let c = policy()
-            .compare(None, json!({"id": 1, "status": "cancelled"}))
-            .unwrap();
-        assert_eq!(c.change.unwrap().kind, EventKind::Cancel);
+        let c = compare(&policy(), None, &json!({"id": 1, "status": "cancelled"}));
+        assert_eq!(c.unwrap().kind, EventKind::Cancel);
     }
 
     #[test]
     fn unchanged_and_ignored_fields_emit_nothing() {
         let p = policy();
-        let prev = p
-            .stored(json!({"id": 1, "status": "new", "modifiedTime": "a"}))
-            .unwrap();
-        let c = p
-            .compare(
-                Some(&prev),
-                json!({"id": 1, "status": "new", "modifiedTime": "b"}),
-            )
-            .unwrap();
-        assert_eq!(
-            c,
-            Comparison {
-                store: None,
-                change: None
-            }
-        );
+        let a = json!({"id": 1, "status": "new", "modifiedTime": "a"});
+        let b = json!({"id": 1, "status": "new", "modifiedTime": "b"});
+        assert_eq!(p.observe(&a).unwrap(), p.observe(&b).unwrap());
+        assert_eq!(compare(&p, Some(&a), &b), None);
     }
 
     #[test]
     fn modify_lists_changed_fields_as_pointers() {
         let p = policy();
-        let prev = p.stored(json!({"id": 1, "status": "new", "guest": {"first/name": "Ada", "n": 2}, "rooms": [1, 2]})).unwrap();
-        let c = p.compare(
-            Some(&prev),
-            json!({"id": 1, "status": "confirmed", "guest": {"first/name": "Bo", "n": 2, "vip": true}, "rooms": [1, 3]}),
-        )
-        .unwrap();
-        let ch = c.change.unwrap();
+        let prev = json!({"id": 1, "status": "new", "guest": {"first/name": "Ada", "n": 2}, "rooms": [1, 2]});
+        let next = json!({"id": 1, "status": "confirmed", "guest": {"first/name": "Bo", "n": 2, "vip": true}, "rooms": [1, 3]});
+        let ch = compare(&p, Some(&prev), &next).unwrap();
         assert_eq!(ch.kind, EventKind::Modify);
         let paths: Vec<&str> = ch.changes.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(
@@ -256,19 +385,14 @@ mod tests {
     #[test]
     fn cancellation_and_reactivation() {
         let p = policy();
-        let active = p.stored(json!({"id": 1, "status": "confirmed"})).unwrap();
-        let c = p
-            .compare(Some(&active), json!({"id": 1, "status": "cancelled"}))
-            .unwrap();
-        let ch = c.change.unwrap();
+        let active = json!({"id": 1, "status": "confirmed"});
+        let cancelled = json!({"id": 1, "status": "cancelled"});
+        let ch = compare(&p, Some(&active), &cancelled).unwrap();
         assert_eq!(ch.kind, EventKind::Cancel);
         assert_eq!(ch.changes[0].path, "/status");
-        let cancelled = c.store.unwrap();
-        assert!(cancelled.cancelled);
-        let back = p
-            .compare(Some(&cancelled), json!({"id": 1, "status": "confirmed"}))
-            .unwrap();
-        assert_eq!(back.change.unwrap().kind, EventKind::Modify);
+        assert!(p.is_cancelled(&cancelled));
+        let back = compare(&p, Some(&cancelled), &active).unwrap();
+        assert_eq!(back.kind, EventKind::Modify);
     }
 
     #[test]
@@ -282,40 +406,80 @@ mod tests {
 
     #[test]
     fn only_fields_limit_what_counts() {
-        let p = Policy {
-            only: vec!["/arrival".into(), "/guest/name".into()],
-            ..policy()
-        };
-        let prev = p
-            .stored(
-                json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "1"}, "price": 1}),
-            )
-            .unwrap();
-        let same = p
-            .compare(
-                Some(&prev),
-                json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "2"}, "price": 9}),
-            )
-            .unwrap();
-        assert!(same.change.is_none());
-        let moved = p
-            .compare(
-                Some(&prev),
-                json!({"arrival": "2026-12-02", "guest": {"name": "A"}}),
-            )
-            .unwrap();
-        assert_eq!(moved.change.unwrap().changes[0].path, "/arrival");
+        let p = Policy::new(
+            Some("/status".into()),
+            vec!["cancelled".into()],
+            vec![],
+            vec!["/arrival".into(), "/guest/name".into()],
+        );
+        let prev =
+            json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "1"}, "price": 1});
+        let same =
+            json!({"arrival": "2026-12-01", "guest": {"name": "A", "phone": "2"}, "price": 9});
+        assert!(compare(&p, Some(&prev), &same).is_none());
+        let moved = json!({"arrival": "2026-12-02", "guest": {"name": "A"}});
+        assert_eq!(
+            compare(&p, Some(&prev), &moved).unwrap().changes[0].path,
+            "/arrival"
+        );
     }
 
     #[test]
     fn ignore_inside_arrays_and_escaped_keys() {
-        let p = Policy {
-            ignore: vec!["/rooms/0/ts".into(), "/a~1b".into()],
-            ..Policy::default()
-        };
+        let p = Policy::new(
+            None,
+            vec![],
+            vec!["/rooms/0/ts".into(), "/a~1b".into()],
+            vec![],
+        );
         assert_eq!(
             p.significant(&json!({"rooms": [{"ts": 1, "n": 2}], "a/b": 3, "c": 4})),
             json!({"rooms": [{"n": 2}], "c": 4})
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_hash_of_the_significant_copy() {
+        // The copy-free fingerprint must equal the fingerprint of the copied significant value
+        // (which is what state files written by earlier releases hold), whatever is ignored.
+        let docs = [
+            json!({"id": 1, "modifiedTime": "x", "rooms": [{"ts": 1, "n": 2}, {"ts": 2}], "a/b": 3, "z": null}),
+            json!([1, {"ts": 3}]),
+            json!({"rooms": "not an array", "modifiedTime": {"deep": true}}),
+            json!("scalar"),
+        ];
+        let ignores = [
+            vec![],
+            vec!["/modifiedTime".to_string()],
+            vec!["/rooms/0/ts".into(), "/a~1b".into(), "/rooms/01".into()],
+            vec!["/rooms".into(), "/rooms/0".into(), "".into()],
+            vec!["/1/ts".into(), "/nope/deeper".into()],
+        ];
+        for ignore in &ignores {
+            let p = Policy::new(None, vec![], ignore.clone(), vec![]);
+            for d in &docs {
+                let copy = serde_json::to_vec(&p.significant(d)).unwrap();
+                let digest = Sha256::digest(&copy);
+                let want = u64::from_be_bytes(digest[..8].try_into().unwrap());
+                assert_eq!(p.fingerprint(d).unwrap(), want, "{ignore:?} {d}");
+            }
+        }
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).unwrap();
+        let p = Policy::default();
+        assert_eq!(p.fingerprint(&a).unwrap(), p.fingerprint(&b).unwrap());
+    }
+
+    #[test]
+    fn a_policy_change_alone_is_no_event() {
+        // Rows fingerprinted under another policy differ in fingerprint but not in content.
+        let p = policy();
+        let doc = json!({"id": 1, "status": "new", "modifiedTime": "a"});
+        assert!(p.change(Some((&doc, false)), &doc, false).is_none());
+        assert_eq!(
+            p.change(Some((&doc, true)), &doc, false).unwrap().kind,
+            EventKind::Modify,
+            "a reactivation with the same content is still a modify"
         );
     }
 

@@ -81,7 +81,12 @@ impl App {
                 ))
             })?;
         }
-        Ok(Store::open(&config.store_path)?)
+        Ok(Store::open_with(
+            &config.store_path,
+            crate::store::StoreOptions {
+                cache_size: config.cache_size,
+            },
+        )?)
     }
 
     /// Prepares every source and endpoint over an already open store (used on reload, where the
@@ -149,7 +154,7 @@ impl App {
             .find(|s| s.cfg.name == source)
             .ok_or_else(|| PollError::UnknownSource(source.to_string()))?
             .clone();
-        let result = poll(&rt, &self.inner.store, self.inner.clock.now_ms()).await;
+        let result = poll(&rt, &self.inner.store, &self.inner.clock).await;
         self.after_poll(&rt.cfg.name, &result);
         result
     }

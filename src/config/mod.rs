@@ -28,7 +28,7 @@ pub use secret::Secret;
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
     Pagination, ParamIn, ParamValue, Politeness, ResponseFormat, SourceConfig, SourceMethod,
-    SuccessCheck, SyncMode,
+    SuccessCheck, SyncMode, WatermarkFrom,
 };
 
 use validate::Validator;
@@ -36,6 +36,10 @@ use validate::Validator;
 /// The environment variable prefix for overrides; nested keys are separated by `__`
 /// (`POLLHOOK_SOURCES__HOTEL__URL` overrides `[sources.hotel] url`).
 pub const ENV_PREFIX: &str = "POLLHOOK_";
+
+/// The default `store.cache_size`: redb's page cache. Enough for the compact snapshot rows of a
+/// few hundred thousand bookings and the delivery queue's hot pages, small enough for a sidecar.
+pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
 
 /// One problem found in the configuration, tied to the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +98,8 @@ pub struct Config {
     pub store_path: PathBuf,
     /// How long delivered history is kept.
     pub retention: Duration,
+    /// Memory for redb's page cache, in bytes.
+    pub cache_size: usize,
     /// Log output.
     pub log: LogConfig,
     /// Admin listener address; `None` when disabled.

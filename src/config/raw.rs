@@ -29,6 +29,32 @@ pub struct RawConfig {
 pub struct RawStore {
     pub path: Option<PathBuf>,
     pub retention: Option<String>,
+    pub cache_size: Option<RawSize>,
+}
+
+/// A size: bytes as a number, or text with a unit ("64MiB", "512 KiB").
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Where an incremental poll's next watermark comes from.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawWatermark {
+    /// "poll_start" or "date_header".
+    Named(String),
+    /// `{ header = "X-Page-Generated" }` or `{ pointer = "/modifiedTime" }`.
+    Table(RawWatermarkTable),
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatermarkTable {
+    pub header: Option<String>,
+    pub pointer: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -118,6 +144,7 @@ pub struct RawSource {
     pub timeout: Option<String>,
     pub max_response_bytes: Option<u64>,
     pub max_pages: Option<u32>,
+    pub resume_within: Option<String>,
     pub pagination: Option<RawPagination>,
 }
 
@@ -155,6 +182,7 @@ pub struct RawIncremental {
     pub body: Option<serde_json::Value>,
     pub overlap: Option<String>,
     pub full_every: Option<String>,
+    pub watermark: Option<RawWatermark>,
 }
 
 #[derive(Debug, Deserialize)]

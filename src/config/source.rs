@@ -183,6 +183,23 @@ pub struct Incremental {
     pub overlap: Duration,
     /// A full pass at least this often (None: only the first poll).
     pub full_every: Option<Duration>,
+    /// Where the next watermark comes from.
+    pub watermark: WatermarkFrom,
+}
+
+/// Where an incremental poll's next watermark comes from: the time from which the next poll asks
+/// for changes (minus the overlap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatermarkFrom {
+    /// pollhook's clock when the poll started (the overlap must cover clock skew and the poll's
+    /// own duration).
+    PollStart,
+    /// The `Date` header of the poll's first response: the source's own clock.
+    DateHeader,
+    /// A response header of the poll's first page holding a time (pretix: `X-Page-Generated`).
+    Header(String),
+    /// The newest time found at this pointer in the bookings of the poll (e.g. `/modifiedTime`).
+    Pointer(String),
 }
 
 /// Fetching one booking by id (for `on_disappear = "lookup"`).
@@ -281,6 +298,8 @@ pub struct SourceConfig {
     pub max_response_bytes: u64,
     /// Largest number of pages one poll may fetch.
     pub max_pages: u32,
+    /// An interrupted poll is resumed only if it started less than this long ago.
+    pub resume_within: Duration,
     /// Pagination style.
     pub pagination: Pagination,
 }

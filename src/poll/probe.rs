@@ -1,14 +1,15 @@
 //! `check --probe`: one full fetch of a live source with nothing committed, and what the
 //! configuration makes of it (pages, bookings, a sample, statuses, cancellations).
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::PollError;
+use super::index::id_hash;
 use super::runtime::policy_of;
 use crate::clock::Clock;
 use crate::config::SourceConfig;
-use crate::json::scalar_string;
-use crate::source::{PollKind, SourceClient, SourceError};
+use crate::source::{PagePrint, PageSeen, Pager, PollKind, SourceClient, SourceError};
 use crate::store::Store;
 
 /// What `check --probe` learned from one full cycle of a live source (nothing is committed).
@@ -34,39 +35,54 @@ pub async fn probe(cfg: &SourceConfig) -> Result<ProbeReport, PollError> {
     let store = Store::in_memory()?;
     let client = SourceClient::new(cfg, Arc::new(store), Clock::system())
         .map_err(|e| PollError::Source(SourceError::Template(e)))?;
-    let fetched = client
-        .fetch_all(cfg, PollKind::Full, chrono::Utc::now())
-        .await?;
     let policy = policy_of(cfg);
-    let status_of = |doc: &serde_json::Value| {
-        cfg.status
-            .as_deref()
-            .and_then(|p| doc.pointer(p))
-            .and_then(scalar_string)
+    let now = chrono::Utc::now();
+    let mut pager = Pager::start(cfg);
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut report = ProbeReport {
+        pages: 0,
+        bookings: 0,
+        sample: None,
+        cancelled: 0,
+        cancelled_examples: Vec::new(),
+        statuses: Vec::new(),
     };
-    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut cancelled = 0;
-    let mut cancelled_examples = Vec::new();
-    for r in &fetched.records {
-        *statuses
-            .entry(status_of(&r.doc).unwrap_or_else(|| "(none)".into()))
-            .or_default() += 1;
-        if policy.is_cancelled(&r.doc) {
-            cancelled += 1;
-            if cancelled_examples.len() < 5 {
-                cancelled_examples.push(r.id.clone());
+    while !pager.done {
+        let page = client.fetch(cfg, &pager, PollKind::Full, now).await?;
+        let mut records = 0u64;
+        let mut print = PagePrint::default();
+        let skeleton = crate::source::page(cfg, &cfg.items, &page.body, page.number, &mut |r| {
+            records += 1;
+            print.add(&r.id);
+            if seen.insert(id_hash(&r.id)) {
+                report.bookings += 1;
             }
-        }
+            let status = policy.status_of(&r.doc);
+            if report.sample.is_none() {
+                report.sample = Some((r.id.clone(), status.clone()));
+            }
+            *statuses
+                .entry(status.unwrap_or_else(|| "(none)".into()))
+                .or_default() += 1;
+            if policy.is_cancelled(&r.doc) {
+                report.cancelled += 1;
+                if report.cancelled_examples.len() < 5 {
+                    report.cancelled_examples.push(r.id);
+                }
+            }
+            Ok(())
+        })?;
+        pager.advance(
+            cfg,
+            PageSeen {
+                skeleton: &skeleton,
+                records,
+                print: print.finish(),
+            },
+        )?;
     }
-    Ok(ProbeReport {
-        pages: fetched.pages,
-        bookings: fetched.records.len(),
-        sample: fetched
-            .records
-            .first()
-            .map(|r| (r.id.clone(), status_of(&r.doc))),
-        cancelled,
-        cancelled_examples,
-        statuses: statuses.into_iter().collect(),
-    })
+    report.pages = pager.pages;
+    report.statuses = statuses.into_iter().collect();
+    Ok(report)
 }

@@ -59,17 +59,19 @@ pub struct SourceRuntime {
     pub client: SourceClient,
     /// Its subscribers.
     pub routes: Routes,
+    /// Fingerprint of its configuration (a staged poll resumes only under the same one).
+    pub(super) config_print: u64,
     lock: tokio::sync::Mutex<()>,
 }
 
 /// The diff policy a source's configuration describes.
 pub(super) fn policy_of(cfg: &SourceConfig) -> Policy {
-    Policy {
-        status: cfg.status.clone(),
-        cancelled_values: cfg.cancelled_values.clone(),
-        ignore: cfg.ignore_fields.clone(),
-        only: cfg.only_fields.clone(),
-    }
+    Policy::new(
+        cfg.status.clone(),
+        cfg.cancelled_values.clone(),
+        cfg.ignore_fields.clone(),
+        cfg.only_fields.clone(),
+    )
 }
 
 impl SourceRuntime {
@@ -82,6 +84,7 @@ impl SourceRuntime {
     ) -> Result<SourceRuntime, String> {
         Ok(SourceRuntime {
             policy: policy_of(cfg),
+            config_print: super::checkpoint::config_print(cfg),
             client: SourceClient::new(cfg, tokens, clock)?,
             routes: Routes::of(config, &cfg.name),
             cfg: cfg.clone(),

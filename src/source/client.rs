@@ -11,12 +11,25 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use super::SourceError;
-use super::decode::{check_success, decode, extract};
+use super::paginate::Pager;
 use super::request::{self, Parts};
+use super::{PollKind, SourceError};
 use crate::clock::Clock;
 use crate::config::{ResponseFormat, SourceConfig};
 use crate::http::{self, Authorizer, ReadError, SendError, TokenCache};
+
+/// One page as it arrived: not decoded yet.
+#[derive(Debug)]
+pub struct RawPage {
+    /// Its 1-based number in the poll.
+    pub number: u32,
+    /// The response headers (for the source's clock: `Date`, or a configured header).
+    pub headers: HeaderMap,
+    /// The body, at most `max_response_bytes`.
+    pub body: Vec<u8>,
+    /// When it arrived (ms since epoch).
+    pub arrived_ms: i64,
+}
 
 /// An HTTP client bound to one source's configuration.
 pub struct SourceClient {
@@ -85,15 +98,33 @@ impl SourceClient {
             return Ok(None);
         };
         let parts = request::lookup(cfg, lookup, id, now)?;
-        let doc = match self.request(cfg, lookup.url.clone(), &parts, 1).await {
-            Ok(doc) => doc,
+        let raw = match self.request(cfg, lookup.url.clone(), &parts, 1).await {
+            Ok(r) => r,
             Err(SourceError::Status {
                 status: 404 | 410, ..
             }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let records = extract(cfg, &lookup.items, &doc, 1)?;
-        Ok(records.into_iter().find(|r| r.id == id).map(|r| r.doc))
+        let mut found = None;
+        super::decode::page(cfg, &lookup.items, &raw.body, 1, &mut |r| {
+            if r.id == id {
+                found = Some(r.doc);
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Fetches the page `pager` stands at (status checked, size capped; not decoded).
+    pub async fn fetch(
+        &self,
+        cfg: &SourceConfig,
+        pager: &Pager,
+        kind: PollKind,
+        now: DateTime<Utc>,
+    ) -> Result<RawPage, SourceError> {
+        let (url, parts) = pager.request(cfg, kind, now)?;
+        self.request(cfg, url, &parts, pager.next_page()).await
     }
 
     /// Waits as politeness requires before a request.
@@ -135,15 +166,15 @@ impl SourceClient {
         }
     }
 
-    /// Sends one request (with politeness, auth, in-cycle retries), checks the status, decodes
-    /// and applies the success check.
-    pub(super) async fn request(
+    /// Sends one request (with politeness, auth, in-cycle retries), checks the status and reads
+    /// the body up to the size cap.
+    async fn request(
         &self,
         cfg: &SourceConfig,
         mut url: Url,
         parts: &Parts,
         page: u32,
-    ) -> Result<Value, SourceError> {
+    ) -> Result<RawPage, SourceError> {
         if !parts.query.is_empty() {
             url.query_pairs_mut().extend_pairs(parts.query.iter());
         }
@@ -172,7 +203,7 @@ impl SourceClient {
         };
         let pol = &cfg.politeness;
         let mut attempt = 0u32;
-        let (status, raw) = loop {
+        let (status, headers, raw) = loop {
             let backoff = pol.retry_backoff.saturating_mul(1 << attempt.min(10));
             let sent = http::send_authorized(&self.auth, make, |req| {
                 Box::pin(async move {
@@ -216,24 +247,29 @@ impl SourceClient {
                 tokio::time::sleep(wait).await;
                 continue;
             }
+            let headers = resp.headers().clone();
             let raw = http::read_capped(resp, cfg.max_response_bytes)
                 .await
                 .map_err(|e| match e {
                     ReadError::TooLarge(limit) => SourceError::TooLarge { page, limit },
                     ReadError::Transport(reason) => transport(reason),
                 })?;
-            break (status, raw);
+            break (status, headers, raw);
         };
+        let (status, headers, body) = (status, headers, raw);
         if !status.is_success() {
             return Err(SourceError::Status {
                 page,
                 url: shown,
                 status: status.as_u16(),
-                body: http::snippet(&raw, 200),
+                body: http::snippet(&body, 200),
             });
         }
-        let doc = decode(cfg.format, &raw, page)?;
-        check_success(cfg.success.as_ref(), &doc, page)?;
-        Ok(doc)
+        Ok(RawPage {
+            number: page,
+            headers,
+            body,
+            arrived_ms: self.clock.now_ms(),
+        })
     }
 }

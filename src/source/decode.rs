@@ -5,7 +5,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Record, SourceError};
-use crate::config::{ItemsShape, ResponseFormat, SourceConfig, SuccessCheck};
+use crate::config::{ItemsShape, PageStop, Pagination, ResponseFormat, SourceConfig, SuccessCheck};
 use crate::http::snippet;
 use crate::json::scalar_string;
 
@@ -71,57 +71,154 @@ fn error_hint(doc: &Value) -> String {
     String::new()
 }
 
-/// Finds the bookings in one page and their ids.
+/// The id of one booking (composite ids joined with `:`), always a string.
+pub fn id_of(
+    cfg: &SourceConfig,
+    item: &Value,
+    page: u32,
+    index: usize,
+) -> Result<String, SourceError> {
+    let mut parts = Vec::with_capacity(cfg.id.len());
+    for p in &cfg.id {
+        match item.pointer(p).and_then(scalar_string) {
+            Some(s) if !s.is_empty() => parts.push(s),
+            _ => {
+                return Err(SourceError::MissingId {
+                    page,
+                    index,
+                    pointer: p.clone(),
+                });
+            }
+        }
+    }
+    Ok(parts.join(":"))
+}
+
+/// The pointers a page's skeleton keeps besides the items: the success check, the pagination
+/// values and the members error hints are taken from.
+fn kept_pointers(cfg: &SourceConfig) -> Vec<&str> {
+    let mut keep: Vec<&str> = vec!["/error", "/message", "/errors", "/result"];
+    match &cfg.success {
+        Some(
+            SuccessCheck::Equals(p, _) | SuccessCheck::NotEquals(p, _) | SuccessCheck::Absent(p),
+        ) => keep.push(p),
+        None => {}
+    }
+    match &cfg.pagination {
+        Pagination::Page {
+            stop: PageStop::HasMore(p) | PageStop::TotalPages(p),
+            ..
+        } => keep.push(p),
+        Pagination::Offset { total: Some(p), .. } => keep.push(p),
+        Pagination::Cursor { next, .. } => keep.push(next),
+        Pagination::NextLink { pointer } => keep.push(pointer),
+        _ => {}
+    }
+    keep
+}
+
+/// Decodes one page: calls `on_record` with each booking as soon as it is decoded and returns
+/// the page's skeleton (the success check, pagination and error members; see
+/// [`super::stream`]). A JSON page is decoded in one pass, one booking at a time; an XML page is
+/// converted whole, then its bookings are taken out of the tree one by one. The success check
+/// runs on the skeleton; a page that fails it, is malformed, or has no list at `items_ptr`
+/// (a JSON answer without the member is an error answer, not an empty page) is an error.
+pub fn page(
+    cfg: &SourceConfig,
+    items_ptr: &str,
+    raw: &[u8],
+    page: u32,
+    on_record: &mut dyn FnMut(Record) -> Result<(), SourceError>,
+) -> Result<Value, SourceError> {
+    let keep = kept_pointers(cfg);
+    let plan = match cfg.format {
+        ResponseFormat::Json => super::stream::Plan::new(items_ptr, &keep, cfg.items_shape),
+        ResponseFormat::Xml => None,
+    };
+    let Some(plan) = plan else {
+        let mut doc = decode(cfg.format, raw, page)?;
+        check_success(cfg.success.as_ref(), &doc, page)?;
+        take_records(cfg, items_ptr, &mut doc, page, on_record)?;
+        return Ok(doc);
+    };
+    let mut on_item = |index: usize, item: Value| -> Result<(), SourceError> {
+        let id = id_of(cfg, &item, page, index)?;
+        on_record(Record { id, doc: item })
+    };
+    let decoded = super::stream::decode(&plan, raw, &mut on_item).map_err(|e| match e {
+        super::stream::StreamError::Item(e) => e,
+        super::stream::StreamError::Json(e) => SourceError::Decode {
+            page,
+            format: "JSON",
+            reason: e.to_string(),
+        },
+    })?;
+    check_success(cfg.success.as_ref(), &decoded.skeleton, page)?;
+    match decoded.items {
+        super::stream::Items::Streamed | super::stream::Items::Null => Ok(decoded.skeleton),
+        super::stream::Items::Missing | super::stream::Items::NotAList => {
+            Err(SourceError::NotAList {
+                page,
+                pointer: items_ptr.to_string(),
+            })
+        }
+    }
+}
+
+/// Takes the bookings out of a whole decoded page (XML, or JSON whose kept pointers overlap the
+/// items), one at a time, leaving the rest of the page as its skeleton.
+fn take_records(
+    cfg: &SourceConfig,
+    items_ptr: &str,
+    doc: &mut Value,
+    page: u32,
+    on_record: &mut dyn FnMut(Record) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
+    let not_a_list = || SourceError::NotAList {
+        page,
+        pointer: items_ptr.to_string(),
+    };
+    let at_root = items_ptr.is_empty();
+    let taken = if at_root {
+        Some(std::mem::take(doc))
+    } else {
+        doc.pointer_mut(items_ptr).map(std::mem::take)
+    };
+    let items: Vec<Value> = match (cfg.items_shape, taken) {
+        // An empty result is often `null` rather than `[]`.
+        (_, Some(Value::Null)) if !at_root => Vec::new(),
+        // In XML an empty list is simply no element. In JSON a missing member is not "no
+        // bookings": it is usually an error answer (with HTTP 200), and reading it as empty
+        // could turn into cancellations.
+        (_, None) if !at_root && cfg.format == ResponseFormat::Xml => Vec::new(),
+        (ItemsShape::List, Some(Value::Array(a))) => a,
+        // One element where a list was expected (XML with a single child; some JSON APIs).
+        (ItemsShape::List, Some(o @ Value::Object(_))) if !at_root => vec![o],
+        (ItemsShape::Keyed, Some(Value::Object(m))) => m.into_iter().map(|(_, v)| v).collect(),
+        // PHP encodes an empty keyed list as `[]`.
+        (ItemsShape::Keyed, Some(Value::Array(a))) => a,
+        _ => return Err(not_a_list()),
+    };
+    for (index, item) in items.into_iter().enumerate() {
+        let id = id_of(cfg, &item, page, index)?;
+        on_record(Record { id, doc: item })?;
+    }
+    Ok(())
+}
+
+/// Finds the bookings in one decoded page and their ids.
 pub fn extract(
     cfg: &SourceConfig,
     items_ptr: &str,
     doc: &Value,
     page: u32,
 ) -> Result<Vec<Record>, SourceError> {
-    let list = if items_ptr.is_empty() {
-        Some(doc)
-    } else {
-        doc.pointer(items_ptr)
-    };
-    let not_a_list = || SourceError::NotAList {
-        page,
-        pointer: items_ptr.to_string(),
-    };
-    let items: Vec<&Value> = match (cfg.items_shape, list) {
-        // An empty result is often `null` rather than `[]`.
-        (_, Some(Value::Null)) if !items_ptr.is_empty() => Vec::new(),
-        // In XML an empty list is simply no element. In JSON a missing member is not "no
-        // bookings": it is usually an error answer (with HTTP 200), and reading it as empty
-        // could turn into cancellations.
-        (_, None) if !items_ptr.is_empty() && cfg.format == ResponseFormat::Xml => Vec::new(),
-        (ItemsShape::List, Some(Value::Array(a))) => a.iter().collect(),
-        // One element where a list was expected (XML with a single child; some JSON APIs).
-        (ItemsShape::List, Some(o @ Value::Object(_))) if !items_ptr.is_empty() => vec![o],
-        (ItemsShape::Keyed, Some(Value::Object(m))) => m.values().collect(),
-        // PHP encodes an empty keyed list as `[]`.
-        (ItemsShape::Keyed, Some(Value::Array(a))) => a.iter().collect(),
-        _ => return Err(not_a_list()),
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let mut parts = Vec::with_capacity(cfg.id.len());
-        for p in &cfg.id {
-            match item.pointer(p).and_then(scalar_string) {
-                Some(s) if !s.is_empty() => parts.push(s),
-                _ => {
-                    return Err(SourceError::MissingId {
-                        page,
-                        index,
-                        pointer: p.clone(),
-                    });
-                }
-            }
-        }
-        out.push(Record {
-            id: parts.join(":"),
-            doc: item.clone(),
-        });
-    }
+    let mut doc = doc.clone();
+    let mut out = Vec::new();
+    take_records(cfg, items_ptr, &mut doc, page, &mut |r| {
+        out.push(r);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -292,11 +389,8 @@ mod tests {
             r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["13300894", "13300895"]
         );
-        let policy = crate::diff::Policy {
-            status: c.status.clone(),
-            cancelled_values: c.cancelled_values.clone(),
-            ..Default::default()
-        };
+        let policy =
+            crate::diff::Policy::new(c.status.clone(), c.cancelled_values.clone(), vec![], vec![]);
         assert!(!policy.is_cancelled(&r[0].doc));
         assert!(policy.is_cancelled(&r[1].doc));
     }

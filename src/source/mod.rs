@@ -5,8 +5,9 @@
 //! |------|------|
 //! | [`client`]   | the HTTP client of one source: auth, timeouts, size cap, politeness, in-cycle retries, lookups by id |
 //! | [`request`]  | building a request from the configured templates (query, body, paging values) |
-//! | [`paginate`] | walking the pages, one function per pagination style |
+//! | `paginate`   | where a poll stands in the pages, one rule per pagination style (resumable) |
 //! | [`decode`]   | pure page decoding: JSON or XML, success checks, items and ids, next links |
+//! | `stream`     | decoding a JSON page one booking at a time in one pass |
 //! | [`xml`]      | XML responses into the JSON tree every pointer reads |
 
 use serde_json::Value;
@@ -15,10 +16,12 @@ mod client;
 pub mod decode;
 mod paginate;
 mod request;
+mod stream;
 pub mod xml;
 
-pub use client::SourceClient;
-pub use decode::{check_success, decode, extract, next_link};
+pub use client::{RawPage, SourceClient};
+pub use decode::{check_success, decode, extract, id_of, next_link, page};
+pub use paginate::{PagePrint, PageSeen, Pager};
 
 /// One booking as polled.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,17 +32,8 @@ pub struct Record {
     pub doc: Value,
 }
 
-/// A complete poll result.
-#[derive(Debug, Clone, Default)]
-pub struct Fetched {
-    /// Every record, in the order the API returned them (a repeated id keeps its last copy).
-    pub records: Vec<Record>,
-    /// Pages fetched.
-    pub pages: u32,
-}
-
 /// What kind of poll to make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PollKind {
     /// Everything in scope (the base request).
     Full,
@@ -150,4 +144,16 @@ pub enum SourceError {
     /// A request template could not be rendered.
     #[error("cannot build the request: {0}")]
     Template(String),
+}
+
+impl SourceError {
+    /// Whether trying the same request again later may succeed (the network, a busy or
+    /// restarting API). Anything else is the answer itself being wrong for this request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Transport { .. } | SourceError::Throttled { .. } => true,
+            SourceError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
+            _ => false,
+        }
+    }
 }

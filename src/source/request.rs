@@ -67,7 +67,7 @@ impl template::Context for RequestContext<'_> {
 
 /// One request: query pairs and an optional body.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Parts {
+pub(crate) struct Parts {
     pub(super) query: Vec<(String, String)>,
     pub(super) body: Option<Map<String, Value>>,
 }

@@ -1,22 +1,28 @@
-//! The redb store: ALL redb code lives here. Opening the state file and the table layout (this
-//! file), row types and codecs, the poll transaction, the delivery queue, and source, endpoint and
-//! token state, one file each. No other module sees a redb type.
+//! The redb store: ALL redb code lives here. Opening the state file, its table layout and
+//! schema version (this file), row codecs ([`codec`]), the snapshot and its documents
+//! (`snapshot`), a poll's staging area and its promotion (`poll`), the delivery queue (`queue`),
+//! source, endpoint and token state (`state`), and upgrading older state files (`migrate`). No
+//! other module sees a redb type.
 //!
-//! Tables (values are serde_json bytes of this crate's own types, so redb's type encodings can
-//! never reach our data; names carry a version suffix for future migrations):
+//! Tables (names carry a version suffix; values are this crate's own encodings):
 //!
 //! | table           | key                          | value                |
 //! |-----------------|------------------------------|----------------------|
-//! | `snapshot_v1`   | (source, booking id)         | [`StoredBooking`]    |
+//! | `snapshot_v2`   | source NUL booking id        | [`SnapRow`]: fingerprint, flags, document generation (binary, versioned) |
+//! | `docs_v2`       | (source, booking id, gen)    | the booking document, zstd with the source's dictionary |
+//! | `dicts_v1`      | (source, dictionary id)      | a zstd dictionary trained on the source's documents |
+//! | `staging_v1`    | source NUL booking id        | a change staged by a running poll (binary, versioned) |
+//! | `seen_v1`       | (source, page)               | ids seen on a staged page (packed hashes) |
+//! | `progress_v1`   | source                       | the running poll's checkpoint (versioned blob) |
 //! | `sources_v1`    | source                       | [`SourceState`]      |
-//! | `events_v1`     | seq                          | [`Event`]            |
-//! | `deliveries_v1` | (endpoint, seq)              | [`Delivery`]         |
+//! | `events_v1`     | seq                          | [`Event`](crate::outbox::Event) |
+//! | `deliveries_v1` | (endpoint, seq)              | [`Delivery`](crate::outbox::Delivery) |
 //! | `lanes_v1`      | (endpoint, lane, seq)        | () pending, in order |
 //! | `due_v1`        | (due ms, endpoint, seq)      | () lane heads only   |
-//! | `meta_v1`       | name                         | u64                  |
+//! | `meta_v1`       | name                         | u64 (sequence, generation and schema counters) |
 //! | `event_ids_v1`  | event id                     | seq                  |
 //! | `endpoints_v1`  | endpoint                     | [`EndpointState`]    |
-//! | `tokens_v1`     | token cache key              | [`StoredToken`]      |
+//! | `tokens_v1`     | token cache key              | a cached token       |
 //! | `dead_v1`       | (endpoint, seq)              | () dead letters      |
 //! | `delivered_v1`  | (created ms, endpoint, seq)  | () for retention     |
 //! | `event_refs_v1` | seq                          | deliveries left      |
@@ -27,22 +33,30 @@
 //! booking's events in order per endpoint while other bookings flow past a failing one.
 
 mod codec;
+mod migrate;
 mod poll;
 mod queue;
 mod rows;
+mod snapshot;
 mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
-pub use poll::{Known, PollTxn};
+pub use codec::{SnapRow, Staged, StagedOp};
+pub use poll::{PageOp, Promotion, REPORTED_EVENTS};
 pub use queue::{Counts, DueBatch, DueItem, ReplaySelector};
-pub use rows::{Disabled, EndpointState, SourceState, StoredBooking};
+pub use rows::{Disabled, EndpointState, SourceState};
+pub use snapshot::{Known, SnapshotReader, StoredBooking};
 
-pub(super) const SNAPSHOT: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("snapshot_v1");
+pub(super) const SNAPSHOT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshot_v2");
+pub(super) const DOCS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("docs_v2");
+pub(super) const DICTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("dicts_v1");
+pub(super) const STAGING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("staging_v1");
+pub(super) const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen_v1");
+pub(super) const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("progress_v1");
 pub(super) const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources_v1");
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
 pub(super) const DELIVERIES: TableDefinition<(&str, u64), &[u8]> =
@@ -59,7 +73,34 @@ pub(super) const DELIVERED: TableDefinition<(i64, &str, u64), ()> =
 pub(super) const EVENT_REFS: TableDefinition<u64, u32> = TableDefinition::new("event_refs_v1");
 pub(super) const ORPHANS: TableDefinition<(i64, u64), ()> = TableDefinition::new("orphans_v1");
 
+/// The next event sequence number.
 pub(super) const NEXT_SEQ: &str = "next_seq";
+/// The next document generation (one per poll).
+pub(super) const NEXT_GEN: &str = "next_gen";
+/// The next compression dictionary id.
+pub(super) const NEXT_DICT: &str = "next_dict";
+/// The layout version of the file.
+pub(super) const SCHEMA: &str = "schema_version";
+/// The layout this release writes. 1: the first release (serde_json snapshot rows with the
+/// document inside); 2: compact snapshot rows, documents apart, staged polls.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// How the state file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Memory redb may use to cache pages of the file, in bytes.
+    pub cache_size: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
+pub use crate::config::DEFAULT_CACHE_SIZE;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -92,18 +133,31 @@ pub enum StoreError {
         /// Encoder message.
         reason: String,
     },
+    /// A row written by a later release (or damaged).
+    #[error(
+        "a row in {table} has layout version {version}, which this release cannot read (written by a newer pollhook?)"
+    )]
+    UnknownRowVersion {
+        /// Table name.
+        table: &'static str,
+        /// The version byte found.
+        version: u8,
+    },
+    /// The file was written by a later release.
+    #[error(
+        "state file {path} has schema version {found}; this release reads up to version {supported}. Run the pollhook release that wrote it, or restore a backup"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The newest version this release reads.
+        supported: u64,
+    },
     /// The blocking task running a store operation panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
-}
-
-impl From<crate::json::JsonError> for StoreError {
-    fn from(e: crate::json::JsonError) -> Self {
-        StoreError::Encode {
-            table: "snapshot_v1",
-            reason: e.to_string(),
-        }
-    }
 }
 
 macro_rules! db_err {
@@ -136,31 +190,24 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the state file and its tables.
+    /// Opens (or creates) the state file with the default options.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(SNAPSHOT)?;
-            txn.open_table(SOURCES)?;
-            txn.open_table(EVENTS)?;
-            txn.open_table(DELIVERIES)?;
-            txn.open_table(LANES)?;
-            txn.open_table(DUE)?;
-            txn.open_table(META)?;
-            txn.open_table(EVENT_IDS)?;
-            txn.open_table(ENDPOINTS)?;
-            txn.open_table(TOKENS)?;
-            txn.open_table(DEAD)?;
-            txn.open_table(DELIVERED)?;
-            txn.open_table(EVENT_REFS)?;
-            txn.open_table(ORPHANS)?;
-        }
-        txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the state file, upgrading a file written by an earlier release in
+    /// place and refusing one written by a later release.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
+        let db = Database::builder()
+            .set_cache_size(options.cache_size)
+            .create(path)
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = Store { db: Arc::new(db) };
+        store.prepare(Some(path))?;
+        Ok(store)
     }
 
     /// A throw-away in-memory store (for `check --probe`, which must not touch the state file
@@ -172,7 +219,65 @@ impl Store {
                 path: PathBuf::from("<memory>"),
                 source,
             })?;
-        Ok(Store { db: Arc::new(db) })
+        let store = Store { db: Arc::new(db) };
+        store.prepare(None)?;
+        Ok(store)
+    }
+
+    /// Checks the schema version, migrates an older file, and creates the tables.
+    fn prepare(&self, path: Option<&Path>) -> Result<()> {
+        let version = self.schema_version()?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let txn = self.db.begin_write()?;
+        {
+            if version < SCHEMA_VERSION && version > 0 {
+                migrate::run(&txn, version)?;
+            }
+            txn.open_table(SNAPSHOT)?;
+            txn.open_table(DOCS)?;
+            txn.open_table(DICTS)?;
+            txn.open_table(STAGING)?;
+            txn.open_table(SEEN)?;
+            txn.open_table(PROGRESS)?;
+            txn.open_table(SOURCES)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(DELIVERIES)?;
+            txn.open_table(LANES)?;
+            txn.open_table(DUE)?;
+            txn.open_table(EVENT_IDS)?;
+            txn.open_table(ENDPOINTS)?;
+            txn.open_table(TOKENS)?;
+            txn.open_table(DEAD)?;
+            txn.open_table(DELIVERED)?;
+            txn.open_table(EVENT_REFS)?;
+            txn.open_table(ORPHANS)?;
+            txn.open_table(META)?.insert(SCHEMA, SCHEMA_VERSION)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The schema version of the file: 0 for a new file, 1 for a file of the first release
+    /// (which wrote no version).
+    fn schema_version(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let names: Vec<String> = txn
+            .list_tables()?
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        if names.iter().any(|n| n == "meta_v1") {
+            let meta = txn.open_table(META)?;
+            if let Some(v) = meta.get(SCHEMA)? {
+                return Ok(v.value());
+            }
+        }
+        Ok(u64::from(names.iter().any(|n| n == "snapshot_v1")))
     }
 
     /// Runs a blocking store operation on tokio's blocking pool.
@@ -185,23 +290,6 @@ impl Store {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// Runs `f` inside ONE write transaction for `source`: snapshot rows, events and deliveries
-    /// written through the [`PollTxn`] commit together when `f` returns `Ok`, or not at all.
-    pub fn write_poll<T>(
-        &self,
-        source: &str,
-        now_ms: i64,
-        f: impl FnOnce(&mut PollTxn<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let txn = self.db.begin_write()?;
-        let out = {
-            let mut pt = PollTxn::new(&txn, source, now_ms)?;
-            f(&mut pt)?
-        };
-        txn.commit()?;
-        Ok(out)
     }
 }
 

@@ -1,23 +1,7 @@
-//! The rows the store keeps besides the outbox types: a booking's last-seen state, a source's
-//! poll state, an endpoint's persistent state.
+//! The serde rows the store keeps besides the outbox types: a source's poll state and an
+//! endpoint's persistent state.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The last-seen state of one booking, as kept in the snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredBooking {
-    /// Fingerprint of the significant content.
-    pub hash: String,
-    /// Whether it was cancelled when last seen (by status or by confirmed disappearance).
-    pub cancelled: bool,
-    /// The document as last returned by the source.
-    pub doc: Value,
-    /// Missing from full polls but confirmed active by a lookup: it left the polled window.
-    /// Not looked up again until it reappears.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub outside: bool,
-}
 
 /// What the store remembers about a source between polls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

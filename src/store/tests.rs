@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::outbox::{DeliveryState, Event, EventKind};
+use redb::ReadableDatabase;
 use serde_json::json;
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -12,17 +13,64 @@ fn store() -> (tempfile::TempDir, Store) {
 
 fn emit(s: &Store, booking: &str, eps: &[&str], now: i64) -> Vec<Event> {
     let eps: Vec<(&str, i64)> = eps.iter().map(|e| (*e, 0)).collect();
-    s.write_poll("src", now, |t| {
+    s.begin_poll("src", b"cp").unwrap();
+    s.promote("src", |t| {
         t.emit(
             EventKind::New,
             booking,
             json!({"id": booking}),
             vec![],
             &eps,
+            now,
         )?;
-        Ok(t.take_emitted())
+        Ok(t.take_emitted().0)
     })
     .unwrap()
+}
+
+fn staged_doc(id: &str, doc: serde_json::Value, order: u64) -> PageOp {
+    PageOp::Doc {
+        id: id.to_string(),
+        json: serde_json::to_vec(&doc).unwrap(),
+        staged: Staged {
+            op: StagedOp::Doc {
+                fingerprint: order + 1,
+                cancelled: false,
+            },
+            order,
+            observed_ms: 5,
+        },
+    }
+}
+
+/// Stages `docs` in one page and promotes them as snapshot rows.
+fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
+    s.begin_poll(source, b"cp").unwrap();
+    let ops: Vec<PageOp> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, d))| staged_doc(id, d.clone(), i as u64))
+        .collect();
+    s.stage_page(source, &ops, None, b"cp2", false).unwrap();
+    s.promote(source, |p| {
+        let generation = p.generation();
+        p.for_each_staged(true, |p, id, st| {
+            let StagedOp::Doc { fingerprint, .. } = st.op else {
+                panic!()
+            };
+            p.put_row(
+                id,
+                &SnapRow {
+                    fingerprint,
+                    cancelled: false,
+                    outside: false,
+                    generation,
+                    observed_ms: st.observed_ms,
+                },
+            )
+        })
+    })
+    .unwrap();
 }
 
 fn no_skip(_: &str, _: u64) -> bool {
@@ -72,23 +120,126 @@ fn retry_moves_the_head_in_time_without_blocking_other_lanes() {
 #[test]
 fn a_failed_poll_commits_nothing() {
     let (_d, s) = store();
-    let r: Result<()> = s.write_poll("src", 1, |t| {
-        t.put(
+    s.begin_poll("src", b"cp").unwrap();
+    s.stage_page(
+        "src",
+        &[staged_doc("b1", json!({"id": 1}), 0)],
+        None,
+        b"cp",
+        true,
+    )
+    .unwrap();
+    assert!(
+        s.booking("src", "b1").unwrap().is_none(),
+        "staged is not visible"
+    );
+    let r: Result<()> = s.promote("src", |t| {
+        t.put_row(
             "b1",
-            &StoredBooking {
-                hash: "h".into(),
+            &SnapRow {
+                fingerprint: 1,
                 cancelled: false,
-                doc: json!({}),
                 outside: false,
+                generation: t.generation(),
+                observed_ms: 0,
             },
         )?;
-        t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)])?;
+        t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)], 1)?;
         Err(StoreError::Task("boom".into()))
     });
     assert!(r.is_err());
     assert!(s.booking("src", "b1").unwrap().is_none());
     assert!(s.events().unwrap().is_empty());
     assert!(s.due(100, 10, &no_skip).unwrap().items.is_empty());
+    assert!(
+        s.checkpoint("src").unwrap().is_some(),
+        "the staged poll is still there to resume"
+    );
+}
+
+#[test]
+fn a_promoted_poll_clears_its_staging_and_stale_documents() {
+    let (_d, s) = store();
+    store_docs(&s, "src", &[("1", json!({"v": 1})), ("2", json!({"v": 2}))]);
+    let row = s.rows("src", &["1"]).unwrap()[0].unwrap();
+    assert_eq!(s.booking("src", "1").unwrap().unwrap().doc, json!({"v": 1}));
+    assert_eq!(s.checkpoint("src").unwrap(), None);
+    let mut staged = 0;
+    s.staged_ids("src", |_| staged += 1).unwrap();
+    assert_eq!(staged, 0);
+    // A second poll replaces booking 1's document; the older generation is dropped.
+    store_docs(&s, "src", &[("1", json!({"v": 10}))]);
+    let row2 = s.rows("src", &["1"]).unwrap()[0].unwrap();
+    assert_eq!(
+        s.booking("src", "1").unwrap().unwrap().doc,
+        json!({"v": 10})
+    );
+    assert!(row2.generation > row.generation);
+    let txn = s.db.begin_read().unwrap();
+    let docs = txn.open_table(DOCS).unwrap();
+    assert!(docs.get(("src", "1", row.generation)).unwrap().is_none());
+    assert!(docs.get(("src", "2", row.generation)).unwrap().is_some());
+}
+
+#[test]
+fn discarding_a_poll_drops_what_it_staged_only() {
+    let (_d, s) = store();
+    store_docs(&s, "src", &[("1", json!({"v": 1}))]);
+    let generation = s.begin_poll("src", b"cp").unwrap();
+    s.stage_page(
+        "src",
+        &[
+            staged_doc("9", json!({"v": 9}), 0),
+            staged_doc("1", json!({"v": 2}), 1),
+        ],
+        Some((1, &[7, 8])),
+        b"cp-after-page-1",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        s.checkpoint("src").unwrap(),
+        Some((generation, b"cp-after-page-1".to_vec()))
+    );
+    let mut seen = Vec::new();
+    s.seen_hashes("src", |h| seen.push(h)).unwrap();
+    assert_eq!(seen, [7, 8]);
+    s.discard_poll("src").unwrap();
+    assert_eq!(s.checkpoint("src").unwrap(), None);
+    assert_eq!(s.booking("src", "1").unwrap().unwrap().doc, json!({"v": 1}));
+    let txn = s.db.begin_read().unwrap();
+    let docs = txn.open_table(DOCS).unwrap();
+    assert!(docs.get(("src", "9", generation)).unwrap().is_none());
+    assert!(docs.get(("src", "1", generation)).unwrap().is_none());
+}
+
+#[test]
+fn a_page_with_enough_documents_trains_the_source_dictionary() {
+    let (_d, s) = store();
+    let docs: Vec<(String, serde_json::Value)> = (0..200)
+        .map(|i| {
+            (
+                i.to_string(),
+                json!({"id": i, "guest": format!("Guest {i}"), "status": "confirmed", "arrival": "2026-12-01"}),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, serde_json::Value)> =
+        docs.iter().map(|(i, d)| (i.as_str(), d.clone())).collect();
+    store_docs(&s, "src", &refs);
+    let txn = s.db.begin_read().unwrap();
+    let dicts = txn.open_table(DICTS).unwrap();
+    assert_eq!(
+        dicts
+            .range(("src", 0u32)..=("src", u32::MAX))
+            .unwrap()
+            .count(),
+        1
+    );
+    drop(txn);
+    for (id, d) in &docs {
+        assert_eq!(&s.booking("src", id).unwrap().unwrap().doc, d);
+    }
 }
 
 #[test]
@@ -192,16 +343,10 @@ fn state_survives_reopen() {
 #[test]
 fn known_lists_only_this_source() {
     let (_d, s) = store();
-    let b = StoredBooking {
-        hash: "h".into(),
-        cancelled: false,
-        doc: json!({}),
-        outside: false,
-    };
-    s.write_poll("a", 1, |t| t.put("1", &b)).unwrap();
-    s.write_poll("b", 1, |t| t.put("2", &b)).unwrap();
-    s.write_poll("ab", 1, |t| t.put("3", &b)).unwrap();
-    let known = s.write_poll("a", 1, |t| t.known()).unwrap();
+    store_docs(&s, "a", &[("1", json!({}))]);
+    store_docs(&s, "b", &[("2", json!({}))]);
+    store_docs(&s, "ab", &[("3", json!({}))]);
+    let known = s.known("a").unwrap();
     assert_eq!(
         known,
         vec![Known {

@@ -13,7 +13,7 @@ use crate::retry::RetryPolicy;
 impl Validator {
     /// `[store]`: the database path (by default under systemd's `STATE_DIRECTORY`) and how long
     /// delivered history is kept.
-    pub(super) fn store(&mut self, store: raw::RawStore) -> (PathBuf, Duration) {
+    pub(super) fn store(&mut self, store: raw::RawStore) -> (PathBuf, Duration, usize) {
         let store_path = store.path.unwrap_or_else(|| {
             std::env::var_os("STATE_DIRECTORY")
                 .map(|d| {
@@ -34,7 +34,38 @@ impl Validator {
             store.retention.as_deref(),
             Duration::from_secs(30 * 86400),
         );
-        (store_path, retention)
+        let cache_size = match store.cache_size {
+            None => crate::config::DEFAULT_CACHE_SIZE,
+            Some(s) => self.size(
+                "store.cache_size",
+                &s,
+                1024 * 1024,
+                crate::config::DEFAULT_CACHE_SIZE,
+            ),
+        };
+        (store_path, retention, cache_size)
+    }
+
+    /// A size in bytes: a number, or text such as "64MiB", "512 KiB" or "1GB"; at least `min`.
+    fn size(&mut self, key: &str, raw: &raw::RawSize, min: usize, default: usize) -> usize {
+        let parsed = match raw {
+            raw::RawSize::Bytes(n) => usize::try_from(*n).ok(),
+            raw::RawSize::Text(t) => parse_size(t),
+        };
+        match parsed {
+            Some(n) if n >= min => n,
+            Some(_) => {
+                self.bad(key, format!("must be at least {} MiB", min / (1024 * 1024)));
+                default
+            }
+            None => {
+                self.bad(
+                    key,
+                    "is not a size; write bytes as a number or a number and a unit, e.g. \"64MiB\", \"512KiB\" or \"1GB\"",
+                );
+                default
+            }
+        }
     }
 
     /// `[log]`: the output format and the level filter.
@@ -109,5 +140,39 @@ impl Validator {
             timeout,
             in_flight: in_flight.max(1),
         }
+    }
+}
+
+/// "64MiB", "512 KiB", "1GB", "1048576": binary and decimal units, case-insensitive.
+fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
     }
 }

@@ -37,7 +37,7 @@ impl Validator {
     /// The whole file: `[store]`, `[log]` and `[admin]`, every source, then the `[delivery]`
     /// defaults and every endpoint (which may name the sources).
     pub(super) fn config(&mut self, raw: raw::RawConfig, file: Option<&Path>) -> Option<Config> {
-        let (store_path, retention) = self.store(raw.store);
+        let (store_path, retention, cache_size) = self.store(raw.store);
         let log = self.log(raw.log);
         let admin_listen = self.admin(raw.admin);
         let sources = self.sources(raw.sources);
@@ -48,6 +48,7 @@ impl Validator {
             file: file.map(Path::to_path_buf),
             store_path,
             retention,
+            cache_size,
             log,
             admin_listen,
             sources,

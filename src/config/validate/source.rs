@@ -12,7 +12,7 @@ use super::{FieldKey, Validator};
 use crate::config::{
     ArrayStyle, Auth, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear,
     Pagination, ParamIn, ParamValue, Politeness, ResponseFormat, Secret, SourceConfig,
-    SourceMethod, SuccessCheck, SyncMode, parse_duration, raw,
+    SourceMethod, SuccessCheck, SyncMode, WatermarkFrom, parse_duration, raw,
 };
 use crate::schedule::Schedule;
 use crate::template::names::{INCREMENTAL_NAMES, LOOKUP_NAMES, SOURCE_NAMES};
@@ -85,7 +85,7 @@ impl Validator {
         };
         let (items, id) = self.records(&k, &mut rs);
         let policy = self.change_policy(&k, &mut rs, url.as_ref(), &items, incremental.as_ref());
-        let (timeout, max_response_bytes, max_pages) = self.limits(&k, &rs);
+        let (timeout, max_response_bytes, max_pages, resume_within) = self.limits(&k, &rs);
         let pagination = match rs.pagination.take() {
             None => Pagination::None,
             Some(p) => self.pagination(&k("pagination"), p)?,
@@ -133,6 +133,7 @@ impl Validator {
             timeout,
             max_response_bytes,
             max_pages,
+            resume_within,
             pagination,
         })
     }
@@ -352,11 +353,58 @@ impl Validator {
                 Duration::from_secs(86400),
             )
         });
+        let watermark = self.watermark(&format!("{key}.watermark"), inc.watermark);
         Incremental {
             query,
             body,
             overlap,
             full_every,
+            watermark,
+        }
+    }
+
+    /// Where the next watermark comes from: `"poll_start"` (the default), `"date_header"`,
+    /// `{ header = "NAME" }` or `{ pointer = "/json/pointer" }`.
+    fn watermark(&mut self, key: &str, raw: Option<raw::RawWatermark>) -> WatermarkFrom {
+        let hint = "use \"poll_start\", \"date_header\", { header = \"X-Page-Generated\" } or { pointer = \"/modifiedTime\" }";
+        match raw {
+            None => WatermarkFrom::PollStart,
+            Some(raw::RawWatermark::Named(n)) => match n.as_str() {
+                "poll_start" => WatermarkFrom::PollStart,
+                "date_header" => WatermarkFrom::DateHeader,
+                other => {
+                    self.bad(key, format!("`{other}` is not valid; {hint}"));
+                    WatermarkFrom::PollStart
+                }
+            },
+            Some(raw::RawWatermark::Table(t)) => match (t.header, t.pointer) {
+                (Some(h), None) => {
+                    if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        self.bad(
+                            format!("{key}.header"),
+                            format!("`{h}` is not a valid HTTP header name"),
+                        );
+                    }
+                    WatermarkFrom::Header(h)
+                }
+                (None, Some(p)) => {
+                    self.pointer(&format!("{key}.pointer"), &p);
+                    if p.is_empty() {
+                        self.bad(
+                            format!("{key}.pointer"),
+                            "must point inside the booking, e.g. \"/modifiedTime\"",
+                        );
+                    }
+                    WatermarkFrom::Pointer(p)
+                }
+                _ => {
+                    self.bad(
+                        key,
+                        format!("give exactly one of `header` or `pointer`; {hint}"),
+                    );
+                    WatermarkFrom::PollStart
+                }
+            },
         }
     }
 
@@ -541,7 +589,7 @@ impl Validator {
     }
 
     /// The request timeout and the response size and page count limits.
-    fn limits(&mut self, k: FieldKey, rs: &raw::RawSource) -> (Duration, u64, u32) {
+    fn limits(&mut self, k: FieldKey, rs: &raw::RawSource) -> (Duration, u64, u32, Duration) {
         let timeout = self.positive_duration(
             &k("timeout"),
             rs.timeout.as_deref(),
@@ -555,7 +603,12 @@ impl Validator {
         if max_pages == 0 {
             self.bad(k("max_pages"), "must be at least 1");
         }
-        (timeout, max_response_bytes, max_pages)
+        let resume_within = self.positive_duration(
+            &k("resume_within"),
+            rs.resume_within.as_deref(),
+            Duration::from_secs(3600),
+        );
+        (timeout, max_response_bytes, max_pages, resume_within)
     }
 
     /// For a GET source: nothing may be configured to go in a request body, since it has none.
