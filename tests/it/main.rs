@@ -9,6 +9,7 @@ mod chaos;
 mod delivery_failures;
 mod endpoints;
 mod layout;
+mod migration;
 mod pipeline;
 mod poll_failures;
 mod presets;
