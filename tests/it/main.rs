@@ -14,3 +14,4 @@ mod pipeline;
 mod poll_failures;
 mod presets;
 mod restart;
+mod resume;
