@@ -209,7 +209,9 @@ async fn group_commit(n: u64) -> (f64, f64) {
     let mut rates = Vec::new();
     for batch in [512usize, 1] {
         let (_dir, _cfg, store) = seeded(n, "http://127.0.0.1:9/").await;
-        let due = store.due(i64::MAX, usize::MAX, &|_, _| false).expect("due");
+        let due = store
+            .due(i64::MAX, &[("sink", usize::MAX)], &|_, _| false)
+            .expect("due");
         let rows: Vec<_> = due
             .items
             .into_iter()

@@ -62,6 +62,8 @@ struct EndpointRuntime {
     permits: Arc<Semaphore>,
     auth: Authorizer,
     health: health::Health,
+    /// Attempts launched and not yet committed.
+    launched: std::sync::atomic::AtomicUsize,
 }
 
 /// Sends due deliveries and records their outcomes.
@@ -105,6 +107,7 @@ impl Dispatcher {
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     auth,
                     health: health::Health::default(),
+                    launched: Default::default(),
                 }),
             );
         }

@@ -65,7 +65,7 @@ impl Context for DeliveryContext<'_> {
                 DateTime::<Utc>::from_timestamp_millis(e.detected_ms).map(Val::Time)
             }
             "event.changes" => serde_json::to_value(&e.changes).ok().map(Val::Json),
-            "booking" => json(e.booking.clone()),
+            "booking" => json(e.booking.value().clone()),
             other => {
                 let var = other.strip_prefix("beds24.")?;
                 match var {
@@ -80,7 +80,7 @@ impl Context for DeliveryContext<'_> {
     }
     fn pointer(&self, root: &str, pointer: &str) -> Option<Value> {
         match root {
-            "booking" => self.event.booking.pointer(pointer).cloned(),
+            "booking" => self.event.booking.value().pointer(pointer).cloned(),
             _ => None,
         }
     }
@@ -192,7 +192,10 @@ mod tests {
             source: "s".into(),
             booking_id: id.into(),
             detected_ms: 1_700_000_000_123,
-            booking: json!({"id": id, "guest": "Zoë & \"Bob\""}),
+            booking: crate::outbox::Booking::from_value(
+                json!({"id": id, "guest": "Zoë & \"Bob\""}),
+            )
+            .unwrap(),
             changes: vec![FieldChange {
                 path: "/guest".into(),
                 old: json!("Zoë"),
@@ -246,8 +249,10 @@ mod tests {
             "url = \"https://crm.test/p/[PROPERTYID]/notify?guest=[GUESTNAME]&room={{ booking/roomId }}&r=roomId[]\"\nformat = \"v1\"\nvariables = { ROOMNAME = \"/room/name\" }",
         );
         let mut ev = event("9");
-        ev.booking =
-            json!({"propertyId": "12/../admin", "lastName": "O'Brien & Co=x?#", "roomId": 3});
+        ev.booking = crate::outbox::Booking::from_value(
+            json!({"propertyId": "12/../admin", "lastName": "O'Brien & Co=x?#", "roomId": 3}),
+        )
+        .unwrap();
         let r = render(&ep, &ev, 1, Utc::now()).unwrap();
         assert_eq!(r.url.host_str(), Some("crm.test"));
         assert_eq!(

@@ -19,6 +19,13 @@ use crate::store::{DueBatch, DueItem, StoreError};
 /// Most outcomes committed in one transaction.
 const COMMIT_BATCH: usize = 512;
 
+/// Attempts launched per endpoint and not yet committed: twice its concurrency, so requests go
+/// on while the previous outcomes wait for their commit, and never more (further ones would only
+/// wait for a permit while holding memory).
+fn launch_cap(max_in_flight: u32) -> usize {
+    (max_in_flight as usize).saturating_mul(2).max(1)
+}
+
 /// Counts from one delivery round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoundReport {
@@ -62,34 +69,45 @@ impl Running {
 }
 
 impl Dispatcher {
-    /// A filter for the due scan: skips deliveries in flight, and endpoints that are off in the
-    /// config, suspended after a 410, or no longer configured.
-    fn skip_fn(&self) -> impl Fn(&str, u64) -> bool + Send + 'static {
-        let busy = self
+    /// Reads due lane heads for the endpoints that are sending (enabled, not suspended after a
+    /// 410), each up to its free capacity, `total` in all, skipping deliveries in flight. An
+    /// endpoint no longer configured is not read: its deliveries wait in the store.
+    async fn fetch_due(&self, now: i64, total: usize) -> Result<DueBatch, StoreError> {
+        let mut limits: Vec<(String, usize)> = Vec::new();
+        {
+            let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+            let mut left = total;
+            for (name, ep) in &self.endpoints {
+                if !ep.cfg.enabled || disabled.contains_key(name) || left == 0 {
+                    continue;
+                }
+                let cap = launch_cap(ep.cfg.max_in_flight);
+                let free = cap
+                    .saturating_sub(ep.launched.load(Ordering::Acquire))
+                    .min(left);
+                if free > 0 {
+                    left -= free;
+                    limits.push((name.clone(), free));
+                }
+            }
+        }
+        if limits.is_empty() {
+            return Ok(DueBatch::default());
+        }
+        let busy: HashSet<(u32, u64)> = self
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // Small integer sets, since this runs before every due scan.
-        let inactive: HashSet<u32> = {
-            let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
-            self.endpoints
-                .iter()
-                .filter(|(n, e)| !e.cfg.enabled || disabled.contains_key(*n))
-                .filter_map(|(n, _)| self.ids.get(n).copied())
-                .collect()
-        };
         let ids = self.ids.clone();
-        move |ep: &str, seq: u64| match ids.get(ep) {
-            // An endpoint no longer configured: its deliveries wait in the store.
-            None => true,
-            Some(i) => inactive.contains(i) || busy.contains(&(*i, seq)),
-        }
-    }
-
-    async fn fetch_due(&self, now: i64, limit: usize) -> Result<DueBatch, StoreError> {
-        let skip = self.skip_fn();
-        self.store.run(move |s| s.due(now, limit, &skip)).await
+        let skip = move |ep: &str, seq: u64| ids.get(ep).is_none_or(|i| busy.contains(&(*i, seq)));
+        self.store
+            .run(move |s| {
+                let limits: Vec<(&str, usize)> =
+                    limits.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+                s.due(now, &limits, &skip)
+            })
+            .await
     }
 
     /// Marks `item` in flight and starts its attempt; the outcome is sent to `tx`.
@@ -104,6 +122,7 @@ impl Dispatcher {
                 .insert((*i, item.delivery.seq));
         }
         running.0.fetch_add(1, Ordering::AcqRel);
+        ep.launched.fetch_add(1, Ordering::AcqRel);
         let tx = tx.clone();
         let clock = self.clock.clone();
         tokio::spawn(async move {
@@ -161,6 +180,9 @@ impl Dispatcher {
             for o in outcomes {
                 if let Some(i) = self.ids.get(&o.delivery.endpoint) {
                     in_flight.remove(&(*i, o.delivery.seq));
+                }
+                if let Some(ep) = self.endpoints.get(&o.delivery.endpoint) {
+                    ep.launched.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         };

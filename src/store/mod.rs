@@ -15,10 +15,10 @@
 //! | `seen_v1`       | (source, page)               | ids seen on a staged page (packed hashes) |
 //! | `progress_v1`   | source                       | the running poll's checkpoint (versioned blob) |
 //! | `sources_v1`    | source                       | [`SourceState`]      |
-//! | `events_v1`     | seq                          | [`Event`](crate::outbox::Event) |
-//! | `deliveries_v1` | (endpoint, seq)              | [`Delivery`](crate::outbox::Delivery) |
+//! | `events_v2`     | seq                          | an [`Event`](crate::outbox::Event), binary (versioned), the booking as its JSON |
+//! | `deliveries_v2` | (endpoint, seq)              | a [`Delivery`](crate::outbox::Delivery), binary (versioned) |
 //! | `lanes_v1`      | (endpoint, lane, seq)        | () pending, in order |
-//! | `due_v1`        | (due ms, endpoint, seq)      | () lane heads only   |
+//! | `due_v2`        | (endpoint, due ms, seq)      | () lane heads only   |
 //! | `meta_v1`       | name                         | u64 (sequence, generation and schema counters) |
 //! | `event_ids_v1`  | event id                     | seq                  |
 //! | `endpoints_v1`  | endpoint                     | [`EndpointState`]    |
@@ -29,7 +29,7 @@
 //! | `orphans_v1`    | (detected ms, seq)           | () events no endpoint subscribed to, for retention |
 //!
 //! Invariants: a pending delivery is in `lanes_v1`; exactly the first pending delivery of each
-//! (endpoint, lane) is in `due_v1`, under the `next_ms` its row carries. That is what keeps one
+//! (endpoint, lane) is in `due_v2`, under the `next_ms` its row carries. That is what keeps one
 //! booking's events in order per endpoint while other bookings flow past a failing one.
 
 mod codec;
@@ -58,11 +58,11 @@ pub(super) const STAGING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(super) const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen_v1");
 pub(super) const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("progress_v1");
 pub(super) const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources_v1");
-pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v2");
 pub(super) const DELIVERIES: TableDefinition<(&str, u64), &[u8]> =
-    TableDefinition::new("deliveries_v1");
+    TableDefinition::new("deliveries_v2");
 pub(super) const LANES: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("lanes_v1");
-pub(super) const DUE: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("due_v1");
+pub(super) const DUE: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("due_v2");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
 pub(super) const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids_v1");
 pub(super) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints_v1");

@@ -9,14 +9,14 @@ use serde_json::Value;
 
 use super::codec::{
     DocReader, DocWriter, SnapRow, Staged, StagedOp, booking_key, decode, decode_blob, encode,
-    encode_blob, key_id, pack_hashes, source_range, unpack_hashes,
+    encode_blob, encode_delivery, encode_event, key_id, pack_hashes, source_range, unpack_hashes,
 };
 use super::rows::SourceState;
 use super::{
     DELIVERIES, DICTS, DOCS, DUE, EVENT_IDS, EVENT_REFS, EVENTS, LANES, META, NEXT_DICT, NEXT_GEN,
     NEXT_SEQ, ORPHANS, PROGRESS, Result, SEEN, SNAPSHOT, SOURCES, STAGING, Store, StoreError,
 };
-use crate::outbox::{Delivery, Event, EventKind, FieldChange};
+use crate::outbox::{Booking, Delivery, Event, EventKind, FieldChange};
 
 /// A page needs at least this many documents to train the source's compression dictionary on.
 const DICT_MIN_SAMPLES: usize = 32;
@@ -326,12 +326,13 @@ pub struct Promotion<'t> {
     events: Table<'t, u64, &'static [u8]>,
     deliveries: Table<'t, (&'static str, u64), &'static [u8]>,
     lanes: Table<'t, (&'static str, &'static str, u64), ()>,
-    due: Table<'t, (i64, &'static str, u64), ()>,
+    due: Table<'t, (&'static str, i64, u64), ()>,
     meta: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, u64>,
     event_refs: Table<'t, u64, u32>,
     orphans: Table<'t, (i64, u64), ()>,
     txn: &'t WriteTransaction,
+    reader: DocReader,
     emitted: Vec<Event>,
     emitted_total: usize,
 }
@@ -355,6 +356,7 @@ impl<'t> Promotion<'t> {
             event_refs: txn.open_table(EVENT_REFS)?,
             orphans: txn.open_table(ORPHANS)?,
             txn,
+            reader: DocReader::default(),
             emitted: Vec::new(),
             emitted_total: 0,
         })
@@ -474,7 +476,7 @@ impl<'t> Promotion<'t> {
         let mut dict = |n: u32| -> Result<Option<Vec<u8>>> {
             Ok(dicts.get((source.as_str(), n))?.map(|v| v.value().to_vec()))
         };
-        DocReader::new(&mut dict).decode(&bytes)
+        self.reader.decode(&bytes, &mut dict)
     }
 
     /// Creates an event (id and sequence fixed now) and one pending delivery per endpoint.
@@ -487,6 +489,10 @@ impl<'t> Promotion<'t> {
         endpoints: &[(&str, i64)],
         detected_ms: i64,
     ) -> Result<()> {
+        let booking = Booking::from_value(booking).map_err(|e| StoreError::Encode {
+            table: "events_v2",
+            reason: e.to_string(),
+        })?;
         let seq = self.meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
         self.meta.insert(NEXT_SEQ, seq + 1)?;
         let event = Event {
@@ -499,8 +505,7 @@ impl<'t> Promotion<'t> {
             booking,
             changes,
         };
-        self.events
-            .insert(seq, encode("events_v1", &event)?.as_slice())?;
+        self.events.insert(seq, encode_event(&event)?.as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;
         if endpoints.is_empty() {
             // Nobody subscribes to it: it ages out of the history on its own.
@@ -512,7 +517,7 @@ impl<'t> Promotion<'t> {
             let mut d = Delivery::new(ep, &event);
             d.next_ms += first_delay_ms;
             self.deliveries
-                .insert((*ep, seq), encode("deliveries_v1", &d)?.as_slice())?;
+                .insert((*ep, seq), encode_delivery(&d).as_slice())?;
             let lane = d.lane.as_str();
             let lane_empty = self
                 .lanes
@@ -521,7 +526,7 @@ impl<'t> Promotion<'t> {
                 .is_none();
             self.lanes.insert((*ep, lane, seq), ())?;
             if lane_empty {
-                self.due.insert((d.next_ms, *ep, seq), ())?;
+                self.due.insert((*ep, d.next_ms, seq), ())?;
             }
         }
         self.emitted_total += 1;

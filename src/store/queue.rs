@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, Table};
 use serde::Serialize;
 
-use super::codec::{decode, encode};
+use super::codec::{decode_delivery, decode_event, encode_delivery};
 use super::{
     DEAD, DELIVERED, DELIVERIES, DUE, EVENT_IDS, EVENT_REFS, EVENTS, LANES, ORPHANS, Result, Store,
 };
@@ -70,12 +70,14 @@ pub struct Counts {
 }
 
 impl Store {
-    /// Lane heads due at `now_ms`, at most `limit`, skipping `skip` (in flight, or endpoints
-    /// that are disabled or no longer configured).
+    /// Lane heads due at `now_ms`, per endpoint at most its limit (endpoints not listed are not
+    /// read at all), skipping `skip` (deliveries in flight). Each endpoint's heads are one range
+    /// of the due index, so the work is the rows returned plus those in flight, whatever the
+    /// size of the queue.
     pub fn due(
         &self,
         now_ms: i64,
-        limit: usize,
+        endpoints: &[(&str, usize)],
         skip: &dyn Fn(&str, u64) -> bool,
     ) -> Result<DueBatch> {
         let txn = self.db.begin_read()?;
@@ -84,35 +86,53 @@ impl Store {
         let events = txn.open_table(EVENTS)?;
         let mut batch = DueBatch::default();
         let mut event_cache: std::collections::HashMap<u64, Arc<Event>> = Default::default();
-        for entry in due.range::<(i64, &str, u64)>(..)? {
-            let (k, _) = entry?;
-            let (at, endpoint, seq) = k.value();
-            if skip(endpoint, seq) {
+        let later = |batch: &mut DueBatch, at: i64| {
+            batch.next_due_ms = Some(batch.next_due_ms.map_or(at, |n| n.min(at)));
+        };
+        for &(endpoint, limit) in endpoints {
+            if limit == 0 {
                 continue;
             }
-            if at > now_ms {
-                batch.next_due_ms = Some(at);
-                break;
-            }
-            if batch.items.len() >= limit {
-                batch.next_due_ms = Some(at);
-                break;
-            }
-            let Some(row) = deliveries.get((endpoint, seq))? else {
-                continue;
-            };
-            let delivery: Delivery = decode("deliveries_v1", row.value())?;
-            let event = match event_cache.get(&seq) {
-                Some(e) => e.clone(),
-                None => {
-                    let Some(ev) = events.get(seq)? else { continue };
-                    let e: Arc<Event> = Arc::new(decode("events_v1", ev.value())?);
-                    event_cache.insert(seq, e.clone());
-                    e
+            let mut taken = 0;
+            for entry in due.range((endpoint, i64::MIN, 0u64)..=(endpoint, i64::MAX, u64::MAX))? {
+                let (k, _) = entry?;
+                let (_, at, seq) = k.value();
+                if skip(endpoint, seq) {
+                    continue;
                 }
-            };
-            batch.items.push(DueItem { delivery, event });
+                if at > now_ms {
+                    later(&mut batch, at);
+                    break;
+                }
+                if taken >= limit {
+                    later(&mut batch, at);
+                    break;
+                }
+                let Some(row) = deliveries.get((endpoint, seq))? else {
+                    continue;
+                };
+                let delivery = decode_delivery(row.value())?;
+                let event = match event_cache.get(&seq) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let Some(ev) = events.get(seq)? else { continue };
+                        let e: Arc<Event> = Arc::new(decode_event(ev.value())?);
+                        event_cache.insert(seq, e.clone());
+                        e
+                    }
+                };
+                batch.items.push(DueItem { delivery, event });
+                taken += 1;
+            }
         }
+        // Oldest first, as one index over all endpoints would give them.
+        batch.items.sort_by(|a, b| {
+            (a.delivery.next_ms, &a.delivery.endpoint, a.delivery.seq).cmp(&(
+                b.delivery.next_ms,
+                &b.delivery.endpoint,
+                b.delivery.seq,
+            ))
+        });
         Ok(batch)
     }
 
@@ -132,14 +152,14 @@ impl Store {
                 let ep = row.endpoint.as_str();
                 // Only a row still due under the time we fetched it may be updated: anything
                 // else was changed meanwhile (replayed, re-enabled) and wins.
-                if due.remove((*prev_next_ms, ep, row.seq))?.is_none() {
+                if due.remove((ep, *prev_next_ms, row.seq))?.is_none() {
                     continue;
                 }
                 written += 1;
-                deliveries.insert((ep, row.seq), encode("deliveries_v1", row)?.as_slice())?;
+                deliveries.insert((ep, row.seq), encode_delivery(row).as_slice())?;
                 match row.state {
                     DeliveryState::Pending => {
-                        due.insert((row.next_ms, ep, row.seq), ())?;
+                        due.insert((ep, row.next_ms, row.seq), ())?;
                     }
                     DeliveryState::Delivered | DeliveryState::Dead => {
                         if row.state == DeliveryState::Dead {
@@ -165,7 +185,7 @@ impl Store {
         for entry in t.range::<(&str, u64)>(..)? {
             let (k, v) = entry?;
             if k.value().1 == seq {
-                out.push(decode("deliveries_v1", v.value())?);
+                out.push(decode_delivery(v.value())?);
             }
         }
         Ok(out)
@@ -205,7 +225,7 @@ impl Store {
         let mut out = Vec::with_capacity(keys.len());
         for (seq, ep) in keys {
             if let Some(v) = t.get((ep.as_str(), seq))? {
-                out.push(decode("deliveries_v1", v.value())?);
+                out.push(decode_delivery(v.value())?);
             }
         }
         Ok(out)
@@ -218,7 +238,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.range::<u64>(..)?.rev().take(limit) {
             let (_, v) = entry?;
-            out.push(decode("events_v1", v.value())?);
+            out.push(decode_event(v.value())?);
         }
         Ok(out)
     }
@@ -228,7 +248,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(EVENTS)?;
         match t.get(seq)? {
-            Some(v) => Ok(Some(decode("events_v1", v.value())?)),
+            Some(v) => Ok(Some(decode_event(v.value())?)),
             None => Ok(None),
         }
     }
@@ -240,7 +260,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.range::<u64>(..)? {
             let (_, v) = entry?;
-            out.push(decode("events_v1", v.value())?);
+            out.push(decode_event(v.value())?);
         }
         Ok(out)
     }
@@ -280,7 +300,7 @@ impl Store {
                             let (k, v) = entry?;
                             let (ep, s) = k.value();
                             if s == seq && wanted_endpoint(ep, endpoint) {
-                                chosen.push(decode("deliveries_v1", v.value())?);
+                                chosen.push(decode_delivery(v.value())?);
                             }
                         }
                     }
@@ -290,7 +310,7 @@ impl Store {
                         .range((endpoint.as_str(), 0u64)..=(endpoint.as_str(), u64::MAX))?
                     {
                         let (_, v) = entry?;
-                        let d: Delivery = decode("deliveries_v1", v.value())?;
+                        let d: Delivery = decode_delivery(v.value())?;
                         if d.state == DeliveryState::Dead {
                             chosen.push(d);
                         }
@@ -304,7 +324,7 @@ impl Store {
                     let mut seqs = std::collections::HashSet::new();
                     for entry in events.range::<u64>(..)? {
                         let (k, v) = entry?;
-                        let e: Event = decode("events_v1", v.value())?;
+                        let e: Event = decode_event(v.value())?;
                         if (*from_ms..=*to_ms).contains(&e.detected_ms) {
                             seqs.insert(k.value());
                         }
@@ -313,7 +333,7 @@ impl Store {
                         let (k, v) = entry?;
                         let (ep, s) = k.value();
                         if seqs.contains(&s) && wanted_endpoint(ep, endpoint) {
-                            chosen.push(decode("deliveries_v1", v.value())?);
+                            chosen.push(decode_delivery(v.value())?);
                         }
                     }
                 }
@@ -329,10 +349,7 @@ impl Store {
                 d.state = DeliveryState::Pending;
                 d.attempts = 0;
                 d.next_ms = now_ms;
-                deliveries.insert(
-                    (ep.as_str(), d.seq),
-                    encode("deliveries_v1", &d)?.as_slice(),
-                )?;
+                deliveries.insert((ep.as_str(), d.seq), encode_delivery(&d).as_slice())?;
                 let lane_empty = lanes
                     .range(
                         (ep.as_str(), d.lane.as_str(), 0u64)
@@ -342,7 +359,7 @@ impl Store {
                     .is_none();
                 lanes.insert((ep.as_str(), d.lane.as_str(), d.seq), ())?;
                 if lane_empty {
-                    due.insert((now_ms, ep.as_str(), d.seq), ())?;
+                    due.insert((ep.as_str(), now_ms, d.seq), ())?;
                 } else {
                     // Keep the lane's invariant: its first (lowest seq) pending row is the due
                     // head. A replayed older event goes before the current head.
@@ -356,7 +373,7 @@ impl Store {
                         .transpose()?;
                     if head == Some(d.seq) {
                         demote_other_heads(&mut deliveries, &mut due, &lanes, &ep, &d.lane, d.seq)?;
-                        due.insert((now_ms, ep.as_str(), d.seq), ())?;
+                        due.insert((ep.as_str(), now_ms, d.seq), ())?;
                     }
                 }
                 n += 1;
@@ -383,7 +400,7 @@ impl Store {
             let mut ids = txn.open_table(EVENT_IDS)?;
             let mut drop_event = |seq: u64| -> Result<()> {
                 if let Some(v) = events.remove(seq)? {
-                    let e: Event = decode("events_v1", v.value())?;
+                    let e: Event = decode_event(v.value())?;
                     ids.remove(e.id.as_str())?;
                 }
                 Ok(())
@@ -434,7 +451,7 @@ impl Store {
 /// is a single due head), keeping their rows pending.
 fn demote_other_heads(
     deliveries: &mut Table<'_, (&str, u64), &[u8]>,
-    due: &mut Table<'_, (i64, &str, u64), ()>,
+    due: &mut Table<'_, (&str, i64, u64), ()>,
     lanes: &Table<'_, (&str, &str, u64), ()>,
     ep: &str,
     lane: &str,
@@ -447,11 +464,11 @@ fn demote_other_heads(
             continue;
         }
         let row: Option<Delivery> = match deliveries.get((ep, seq))? {
-            Some(v) => Some(decode("deliveries_v1", v.value())?),
+            Some(v) => Some(decode_delivery(v.value())?),
             None => None,
         };
         if let Some(d) = row {
-            due.remove((d.next_ms, ep, seq))?;
+            due.remove((ep, d.next_ms, seq))?;
         }
     }
     Ok(())
@@ -460,7 +477,7 @@ fn demote_other_heads(
 fn promote(
     lanes: &mut Table<'_, (&str, &str, u64), ()>,
     deliveries: &mut Table<'_, (&str, u64), &[u8]>,
-    due: &mut Table<'_, (i64, &str, u64), ()>,
+    due: &mut Table<'_, (&str, i64, u64), ()>,
     ep: &str,
     lane: &str,
     now_ms: i64,
@@ -470,12 +487,12 @@ fn promote(
         None => return Ok(()),
     };
     let mut row: Delivery = match deliveries.get((ep, next))? {
-        Some(v) => decode("deliveries_v1", v.value())?,
+        Some(v) => decode_delivery(v.value())?,
         None => return Ok(()),
     };
     // Due now, unless its own first attempt is still ahead (an endpoint's initial delay).
     row.next_ms = row.next_ms.max(now_ms);
-    deliveries.insert((ep, next), encode("deliveries_v1", &row)?.as_slice())?;
-    due.insert((row.next_ms, ep, next), ())?;
+    deliveries.insert((ep, next), encode_delivery(&row).as_slice())?;
+    due.insert((ep, row.next_ms, next), ())?;
     Ok(())
 }

@@ -111,13 +111,13 @@ impl Store {
         let mut dict = |n: u32| -> Result<Option<Vec<u8>>> {
             Ok(dicts.get((source, n))?.map(|v| v.value().to_vec()))
         };
-        let mut reader = DocReader::new(&mut dict);
+        let mut reader = DocReader::default();
         match docs.get((source, id, row.generation))? {
             Some(d) => Ok(Some(StoredBooking {
                 fingerprint: row.fingerprint,
                 cancelled: row.cancelled,
                 outside: row.outside,
-                doc: reader.decode(d.value())?,
+                doc: reader.decode(d.value(), &mut dict)?,
             })),
             None => Err(super::StoreError::Corrupt {
                 table: "docs_v2",

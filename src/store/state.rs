@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_delivery, encode, encode_delivery};
 use super::rows::{Disabled, EndpointState};
 use super::{DELIVERIES, DUE, ENDPOINTS, Result, Store, TOKENS};
 use crate::http::{Token, TokenCache};
@@ -43,24 +43,23 @@ impl Store {
                 let mut due = txn.open_table(DUE)?;
                 let mut deliveries = txn.open_table(DELIVERIES)?;
                 let mut heads: Vec<(i64, u64)> = Vec::new();
-                for entry in due.range::<(i64, &str, u64)>(..)? {
+                for entry in due.range(
+                    (endpoint, now_ms.saturating_add(1), 0u64)..=(endpoint, i64::MAX, u64::MAX),
+                )? {
                     let (k, _) = entry?;
-                    let (at, ep, seq) = k.value();
-                    if ep == endpoint && at > now_ms {
-                        heads.push((at, seq));
-                    }
+                    let (_, at, seq) = k.value();
+                    heads.push((at, seq));
                 }
                 for (at, seq) in heads {
-                    due.remove((at, endpoint, seq))?;
-                    due.insert((now_ms, endpoint, seq), ())?;
+                    due.remove((endpoint, at, seq))?;
+                    due.insert((endpoint, now_ms, seq), ())?;
                     let row: Option<Delivery> = match deliveries.get((endpoint, seq))? {
-                        Some(v) => Some(decode("deliveries_v1", v.value())?),
+                        Some(v) => Some(decode_delivery(v.value())?),
                         None => None,
                     };
                     if let Some(mut d) = row {
                         d.next_ms = now_ms;
-                        deliveries
-                            .insert((endpoint, seq), encode("deliveries_v1", &d)?.as_slice())?;
+                        deliveries.insert((endpoint, seq), encode_delivery(&d).as_slice())?;
                     }
                 }
             }
