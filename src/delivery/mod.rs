@@ -62,8 +62,8 @@ struct EndpointRuntime {
     permits: Arc<Semaphore>,
     auth: Authorizer,
     health: health::Health,
-    /// Attempts launched and not yet committed.
-    launched: std::sync::atomic::AtomicUsize,
+    /// Sequence numbers of the deliveries launched and not yet committed.
+    in_flight: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Sends due deliveries and records their outcomes.
@@ -72,9 +72,6 @@ pub struct Dispatcher {
     clock: Clock,
     endpoints: HashMap<String, Arc<EndpointRuntime>>,
     disabled: Mutex<HashMap<String, Disabled>>,
-    /// Endpoint name -> small integer, so the in-flight set is cheap to copy.
-    ids: Arc<HashMap<String, u32>>,
-    in_flight: Mutex<std::collections::HashSet<(u32, u64)>>,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -107,7 +104,7 @@ impl Dispatcher {
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     auth,
                     health: health::Health::default(),
-                    launched: Default::default(),
+                    in_flight: Mutex::new(Default::default()),
                 }),
             );
         }
@@ -117,19 +114,11 @@ impl Dispatcher {
             .into_iter()
             .filter_map(|(name, st)| st.disabled.map(|d| (name, d)))
             .collect();
-        let ids = Arc::new(
-            map.keys()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i as u32))
-                .collect(),
-        );
         Ok(Dispatcher {
             store,
             clock,
             endpoints: map,
-            ids,
             disabled: Mutex::new(disabled),
-            in_flight: Mutex::new(Default::default()),
             notices,
         })
     }

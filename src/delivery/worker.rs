@@ -3,7 +3,6 @@
 //! record outcomes in group commits. A delivery stays in flight until its outcome is committed, so
 //! it is never sent twice at once.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,11 +18,11 @@ use crate::store::{DueBatch, DueItem, StoreError};
 /// Most outcomes committed in one transaction.
 const COMMIT_BATCH: usize = 512;
 
-/// Attempts launched per endpoint and not yet committed: twice its concurrency, so requests go
-/// on while the previous outcomes wait for their commit, and never more (further ones would only
-/// wait for a permit while holding memory).
+/// Attempts launched per endpoint and not yet committed: eight times its concurrency, so
+/// requests go on while earlier outcomes wait for their commit's fsync (the cap on all endpoints
+/// together is [`MAX_IN_FLIGHT_TOTAL`]).
 fn launch_cap(max_in_flight: u32) -> usize {
-    (max_in_flight as usize).saturating_mul(2).max(1)
+    (max_in_flight as usize).saturating_mul(8).max(1)
 }
 
 /// Counts from one delivery round.
@@ -73,7 +72,8 @@ impl Dispatcher {
     /// 410), each up to its free capacity, `total` in all, skipping deliveries in flight. An
     /// endpoint no longer configured is not read: its deliveries wait in the store.
     async fn fetch_due(&self, now: i64, total: usize) -> Result<DueBatch, StoreError> {
-        let mut limits: Vec<(String, usize)> = Vec::new();
+        // Per endpoint: its name, how many more it may launch, and what it has in flight (sorted).
+        let mut wanted: Vec<(String, usize, Vec<u64>)> = Vec::new();
         {
             let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
             let mut left = total;
@@ -81,31 +81,33 @@ impl Dispatcher {
                 if !ep.cfg.enabled || disabled.contains_key(name) || left == 0 {
                     continue;
                 }
-                let cap = launch_cap(ep.cfg.max_in_flight);
-                let free = cap
-                    .saturating_sub(ep.launched.load(Ordering::Acquire))
+                let mut busy: Vec<u64> = ep
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .copied()
+                    .collect();
+                let free = launch_cap(ep.cfg.max_in_flight)
+                    .saturating_sub(busy.len())
                     .min(left);
                 if free > 0 {
                     left -= free;
-                    limits.push((name.clone(), free));
+                    busy.sort_unstable();
+                    wanted.push((name.clone(), free, busy));
                 }
             }
         }
-        if limits.is_empty() {
+        if wanted.is_empty() {
             return Ok(DueBatch::default());
         }
-        let busy: HashSet<(u32, u64)> = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let ids = self.ids.clone();
-        let skip = move |ep: &str, seq: u64| ids.get(ep).is_none_or(|i| busy.contains(&(*i, seq)));
         self.store
             .run(move |s| {
-                let limits: Vec<(&str, usize)> =
-                    limits.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-                s.due(now, &limits, &skip)
+                let wanted: Vec<(&str, usize, &[u64])> = wanted
+                    .iter()
+                    .map(|(n, l, b)| (n.as_str(), *l, b.as_slice()))
+                    .collect();
+                s.due(now, &wanted)
             })
             .await
     }
@@ -115,14 +117,11 @@ impl Dispatcher {
         let Some(ep) = self.endpoints.get(&item.delivery.endpoint).cloned() else {
             return;
         };
-        if let Some(i) = self.ids.get(&item.delivery.endpoint) {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((*i, item.delivery.seq));
-        }
+        ep.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(item.delivery.seq);
         running.0.fetch_add(1, Ordering::AcqRel);
-        ep.launched.fetch_add(1, Ordering::AcqRel);
         let tx = tx.clone();
         let clock = self.clock.clone();
         tokio::spawn(async move {
@@ -176,13 +175,12 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let written = self.store.run(move |s| s.record(&rows, now)).await;
         let release = |outcomes: &[AttemptOutcome]| {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for o in outcomes {
-                if let Some(i) = self.ids.get(&o.delivery.endpoint) {
-                    in_flight.remove(&(*i, o.delivery.seq));
-                }
                 if let Some(ep) = self.endpoints.get(&o.delivery.endpoint) {
-                    ep.launched.fetch_sub(1, Ordering::AcqRel);
+                    ep.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&o.delivery.seq);
                 }
             }
         };

@@ -70,26 +70,22 @@ pub struct Counts {
 }
 
 impl Store {
-    /// Lane heads due at `now_ms`, per endpoint at most its limit (endpoints not listed are not
-    /// read at all), skipping `skip` (deliveries in flight). Each endpoint's heads are one range
-    /// of the due index, so the work is the rows returned plus those in flight, whatever the
-    /// size of the queue.
-    pub fn due(
-        &self,
-        now_ms: i64,
-        endpoints: &[(&str, usize)],
-        skip: &dyn Fn(&str, u64) -> bool,
-    ) -> Result<DueBatch> {
+    /// Lane heads due at `now_ms`: for each listed endpoint at most its limit, skipping the
+    /// sequence numbers it has in flight (a sorted slice). Endpoints not listed are not read at
+    /// all. Each endpoint's heads are one range of the due index, so the work is the rows
+    /// returned plus those in flight, whatever the size of the queue.
+    pub fn due(&self, now_ms: i64, endpoints: &[(&str, usize, &[u64])]) -> Result<DueBatch> {
         let txn = self.db.begin_read()?;
         let due = txn.open_table(DUE)?;
         let deliveries = txn.open_table(DELIVERIES)?;
         let events = txn.open_table(EVENTS)?;
         let mut batch = DueBatch::default();
-        let mut event_cache: std::collections::HashMap<u64, Arc<Event>> = Default::default();
+        // One event row per event, even when several endpoints have it due.
+        let mut event_cache: std::collections::BTreeMap<u64, Arc<Event>> = Default::default();
         let later = |batch: &mut DueBatch, at: i64| {
             batch.next_due_ms = Some(batch.next_due_ms.map_or(at, |n| n.min(at)));
         };
-        for &(endpoint, limit) in endpoints {
+        for &(endpoint, limit, in_flight) in endpoints {
             if limit == 0 {
                 continue;
             }
@@ -97,7 +93,7 @@ impl Store {
             for entry in due.range((endpoint, i64::MIN, 0u64)..=(endpoint, i64::MAX, u64::MAX))? {
                 let (k, _) = entry?;
                 let (_, at, seq) = k.value();
-                if skip(endpoint, seq) {
+                if in_flight.binary_search(&seq).is_ok() {
                     continue;
                 }
                 if at > now_ms {

@@ -73,12 +73,13 @@ fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
     .unwrap();
 }
 
-fn no_skip(_: &str, _: u64) -> bool {
-    false
-}
-
-/// Every endpoint the tests use, each up to 10 due rows.
-const ALL: [(&str, usize); 4] = [("ep", 10), ("a", 10), ("b", 10), ("other", 10)];
+/// Every endpoint the tests use, each up to 10 due rows, none in flight.
+const ALL: [(&str, usize, &[u64]); 4] = [
+    ("ep", 10, &[]),
+    ("a", 10, &[]),
+    ("b", 10, &[]),
+    ("other", 10, &[]),
+];
 
 fn finish(s: &Store, item: &DueItem, state: DeliveryState, now: i64) {
     let mut d = item.delivery.clone();
@@ -94,11 +95,11 @@ fn only_lane_heads_are_due_and_finishing_promotes_the_next() {
     emit(&s, "b1", &["ep"], 10);
     emit(&s, "b1", &["ep"], 11);
     emit(&s, "b2", &["ep"], 12);
-    let due = s.due(100, &ALL, &no_skip).unwrap();
+    let due = s.due(100, &ALL).unwrap();
     let seqs: Vec<u64> = due.items.iter().map(|i| i.event.seq).collect();
     assert_eq!(seqs, [1, 3], "b1's second event waits behind its first");
     finish(&s, &due.items[0], DeliveryState::Delivered, 100);
-    let due = s.due(100, &ALL, &no_skip).unwrap();
+    let due = s.due(100, &ALL).unwrap();
     let seqs: Vec<u64> = due.items.iter().map(|i| i.event.seq).collect();
     assert_eq!(seqs, [3, 2]);
 }
@@ -108,16 +109,16 @@ fn retry_moves_the_head_in_time_without_blocking_other_lanes() {
     let (_d, s) = store();
     emit(&s, "b1", &["ep"], 10);
     emit(&s, "b2", &["ep"], 10);
-    let due = s.due(10, &ALL, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     let mut d = due.items[0].delivery.clone();
     d.attempts = 1;
     d.next_ms = 5000;
     s.record(&[(d, 10)], 10).unwrap();
-    let due = s.due(10, &ALL, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     assert_eq!(due.items.len(), 1);
     assert_eq!(due.items[0].event.booking_id, "b2");
     assert_eq!(due.next_due_ms, Some(5000));
-    assert_eq!(s.due(5000, &ALL, &no_skip).unwrap().items.len(), 2);
+    assert_eq!(s.due(5000, &ALL).unwrap().items.len(), 2);
 }
 
 #[test]
@@ -153,7 +154,7 @@ fn a_failed_poll_commits_nothing() {
     assert!(r.is_err());
     assert!(s.booking("src", "b1").unwrap().is_none());
     assert!(s.events().unwrap().is_empty());
-    assert!(s.due(100, &ALL, &no_skip).unwrap().items.is_empty());
+    assert!(s.due(100, &ALL).unwrap().items.is_empty());
     assert!(
         s.checkpoint("src").unwrap().is_some(),
         "the staged poll is still there to resume"
@@ -249,7 +250,7 @@ fn a_page_with_enough_documents_trains_the_source_dictionary() {
 fn stale_outcomes_are_ignored() {
     let (_d, s) = store();
     emit(&s, "b1", &["ep"], 10);
-    let item = s.due(10, &ALL, &no_skip).unwrap().items.remove(0);
+    let item = s.due(10, &ALL).unwrap().items.remove(0);
     finish(&s, &item, DeliveryState::Delivered, 10);
     // The same outcome recorded twice (e.g. a duplicate) must not touch the lane again.
     let mut d = item.delivery.clone();
@@ -265,17 +266,17 @@ fn stale_outcomes_are_ignored() {
 fn dead_letters_can_be_replayed_with_the_same_event() {
     let (_d, s) = store();
     let ev = emit(&s, "b1", &["ep"], 10).remove(0);
-    let item = s.due(10, &ALL, &no_skip).unwrap().items.remove(0);
+    let item = s.due(10, &ALL).unwrap().items.remove(0);
     finish(&s, &item, DeliveryState::Dead, 10);
     assert_eq!(s.counts().unwrap().dead, 1);
-    assert!(s.due(10, &ALL, &no_skip).unwrap().items.is_empty());
+    assert!(s.due(10, &ALL).unwrap().items.is_empty());
     let sel = ReplaySelector::Event {
         id: ev.id.clone(),
         endpoint: None,
     };
     assert_eq!(s.replay(&sel, 20).unwrap(), 1);
     assert_eq!(s.replay(&sel, 20).unwrap(), 0, "already pending");
-    let again = s.due(20, &ALL, &no_skip).unwrap().items.remove(0);
+    let again = s.due(20, &ALL).unwrap().items.remove(0);
     assert_eq!(again.event.id, ev.id);
     assert_eq!(again.delivery.attempts, 0);
 }
@@ -288,7 +289,7 @@ fn prune_removes_delivered_history_and_orphan_events_only() {
     let orphan = emit(&s, "b3", &[], 10).remove(0);
     let pending = emit(&s, "b4", &["ep"], 10).remove(0);
     let two_eps = emit(&s, "b5", &["ep", "other"], 10).remove(0);
-    for item in s.due(10, &ALL, &no_skip).unwrap().items {
+    for item in s.due(10, &ALL).unwrap().items {
         let state = match item.event.booking_id.as_str() {
             "b1" | "b5" => DeliveryState::Delivered,
             "b2" => DeliveryState::Dead,
@@ -336,7 +337,7 @@ fn state_survives_reopen() {
         emit(&s, "b1", &["a", "b"], 10).remove(0)
     };
     let s = Store::open(&path).unwrap();
-    let due = s.due(10, &ALL, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     assert_eq!(due.items.len(), 2);
     assert!(due.items.iter().all(|i| i.event.id == ev.id));
     let next = emit(&s, "b2", &["a"], 11).remove(0);
