@@ -15,3 +15,4 @@ mod poll_failures;
 mod presets;
 mod restart;
 mod resume;
+mod watermarks;
