@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod chaos;
+mod crash;
 mod delivery_failures;
 mod endpoints;
 mod layout;
