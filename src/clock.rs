@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset_ms: Arc<AtomicI64>,
+    last_stamp_us: Arc<AtomicI64>,
 }
 
 impl Clock {
@@ -28,6 +29,27 @@ impl Clock {
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.now_ms()).unwrap_or(DateTime::UNIX_EPOCH)
+    }
+
+    /// A strictly increasing observation stamp in microseconds since the epoch: the current time,
+    /// or one microsecond after the previous stamp if the clock has not moved on (or stepped
+    /// back). Two observations of a booking made by this process are therefore always ordered,
+    /// even within one millisecond.
+    pub fn stamp_us(&self) -> i64 {
+        let now = Utc::now().timestamp_micros() + self.offset_ms.load(Ordering::Relaxed) * 1000;
+        let mut last = self.last_stamp_us.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_stamp_us.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
     }
 
     /// Moves time forward by `d` (tests).
@@ -61,5 +83,19 @@ mod tests {
         c.advance_to(t1 + 5000);
         assert!(c.now_ms() >= t1 + 5000);
         assert!(c.clone().now_ms() >= t1 + 5000, "clones share the offset");
+    }
+
+    #[test]
+    fn stamps_strictly_increase_and_follow_the_clock() {
+        let c = Clock::system();
+        let mut last = c.stamp_us();
+        for _ in 0..10_000 {
+            let s = c.clone().stamp_us();
+            assert!(s > last);
+            last = s;
+        }
+        c.advance(Duration::from_secs(60));
+        assert!(c.stamp_us() >= last + 59_000_000);
+        assert!((c.stamp_us() / 1000 - c.now_ms()).abs() < 1000);
     }
 }

@@ -17,6 +17,7 @@ use crate::outbox::EventKind;
 
 mod auth;
 mod endpoint;
+pub mod ping;
 pub mod raw;
 mod secret;
 mod source;
@@ -24,6 +25,7 @@ mod validate;
 
 pub use auth::Auth;
 pub use endpoint::{BodyPreset, EndpointConfig, Format};
+pub use ping::{IngressConfig, PingConfig};
 pub use secret::Secret;
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
@@ -104,6 +106,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Admin listener address; `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// The ingress listener for pings; `None` when off (the default).
+    pub ingress: Option<IngressConfig>,
     /// Sources in name order.
     pub sources: Vec<SourceConfig>,
     /// Endpoints in name order.

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub admin: RawAdmin,
+    pub ingress: Option<RawIngress>,
     #[serde(default)]
     pub delivery: RawDeliveryDefaults,
     #[serde(default)]
@@ -68,6 +69,52 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngress {
+    pub listen: Option<String>,
+    pub max_body: Option<RawSize>,
+    pub timeout: Option<String>,
+    pub backlog: Option<u64>,
+    pub max_connections: Option<u64>,
+}
+
+/// A source's `[ping]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPing {
+    pub preset: Option<String>,
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub auth: Option<RawPingAuth>,
+    pub id: Option<RawPingId>,
+    pub coalesce: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPingAuth {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub secret: Option<RawSecret>,
+    #[serde(rename = "in")]
+    pub place: Option<String>,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub header: Option<String>,
+    pub encoding: Option<String>,
+    pub prefix: Option<String>,
+    pub tolerance: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPingId {
+    pub query: Option<String>,
+    pub form: Option<String>,
+    pub pointer: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -146,6 +193,7 @@ pub struct RawSource {
     pub max_pages: Option<u32>,
     pub resume_within: Option<String>,
     pub pagination: Option<RawPagination>,
+    pub ping: Option<RawPing>,
 }
 
 #[derive(Debug, Deserialize)]

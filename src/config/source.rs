@@ -202,7 +202,7 @@ pub enum WatermarkFrom {
     Pointer(String),
 }
 
-/// Fetching one booking by id (for `on_disappear = "lookup"`).
+/// Fetching one booking by id (for `on_disappear = "lookup"` and for pings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
     /// URL (default: the source URL).
@@ -261,7 +261,7 @@ pub struct SourceConfig {
     pub sync: SyncMode,
     /// Incremental settings (when `sync` is incremental).
     pub incremental: Option<Incremental>,
-    /// By-id lookup (when `on_disappear` is lookup).
+    /// By-id lookup (when `on_disappear` is lookup, or the source sends pings).
     pub lookup: Option<Lookup>,
     /// Politeness settings.
     pub politeness: Politeness,
@@ -302,4 +302,6 @@ pub struct SourceConfig {
     pub resume_within: Duration,
     /// Pagination style.
     pub pagination: Pagination,
+    /// Ping-triggered refresh, if the source sends pings.
+    pub ping: Option<super::PingConfig>,
 }

@@ -12,6 +12,8 @@
 //! | `checkpoint` | what is kept to resume a poll |
 //! | `index`      | the snapshot's compact rows in memory for full polls; id hashes |
 //! | `watermark`  | watermarks from the source's clock or data |
+//! | `overlap`    | what ping lookups are doing while a poll runs |
+//! | [`refresh`]  | a ping's lookups committed as one-booking polls |
 //! | [`runtime`]  | what a source needs between polls |
 //! | [`probe`]    | `check --probe` |
 //!
@@ -20,9 +22,11 @@
 
 mod checkpoint;
 mod index;
+mod overlap;
 mod page;
 mod probe;
 mod promote;
+pub mod refresh;
 mod runtime;
 mod watermark;
 
@@ -44,6 +48,7 @@ use index::{SnapshotIndex, id_hash};
 use page::Run;
 
 pub use probe::{ProbeReport, probe};
+pub use overlap::Overlap;
 pub use runtime::{Routes, SourceRuntime};
 
 /// A poll that failed to continue this many times in a row starts afresh.
@@ -226,6 +231,7 @@ async fn fresh(
     let bytes = cp.encode().map_err(|e| PollError::Json(e.into()))?;
     let keep_seen = looks_for_disappearances(&rt.cfg, kind, state);
     let (name, store2) = (rt.cfg.name.clone(), store.clone());
+    rt.overlap.reset();
     let index = blocking(move || -> Result<Option<SnapshotIndex>, StoreError> {
         store2.begin_poll(&name, &bytes)?;
         match kind {
@@ -251,6 +257,7 @@ async fn resume(
     );
     let keep_seen = looks_for_disappearances(&rt.cfg, cp.kind, state);
     let (name, store2) = (rt.cfg.name.clone(), store.clone());
+    rt.overlap.reset();
     let run = blocking(move || -> Result<Run, StoreError> {
         let index = match cp.kind {
             PollKind::Full => Some(SnapshotIndex::load(&store2, &name)?),
@@ -350,10 +357,9 @@ async fn disappearances(
     let Some(index) = &run.index else {
         return Ok(0);
     };
-    // A booking known to have left the window is not looked up again until it reappears; with
-    // `cancel` such bookings never exist.
-    let counts =
-        |e: &index::Entry| !e.cancelled && (cfg.on_disappear != OnDisappear::Lookup || !e.outside);
+    // A booking known to be outside the window (a lookup found it there, or only a ping's
+    // lookup has seen it so far) is not missed until a poll sees it again.
+    let counts = |e: &index::Entry| !e.cancelled && !e.outside;
     let active = index.iter().filter(|(_, e)| counts(e)).count();
     let gone: HashSet<u64> = index
         .iter()
@@ -385,10 +391,12 @@ async fn disappearances(
     for chunk in ids.chunks(LOOKUP_BATCH) {
         let mut ops = Vec::with_capacity(chunk.len());
         for id in chunk {
-            let observed_ms = clock.now_ms();
-            let doc = match cfg.on_disappear {
-                OnDisappear::Lookup => rt.client.lookup(cfg, id, now).await?,
-                _ => None,
+            let (doc, observed_us) = match cfg.on_disappear {
+                OnDisappear::Lookup => {
+                    let found = rt.client.lookup(cfg, id, now).await?;
+                    (found.doc, found.observed_us)
+                }
+                _ => (None, clock.stamp_us()),
             };
             let order = run.cp.next_order;
             run.cp.next_order += 1;
@@ -399,7 +407,7 @@ async fn disappearances(
                     staged: Staged {
                         op: StagedOp::Gone,
                         order,
-                        observed_ms,
+                        observed_us,
                     },
                 },
                 Some(doc) => {
@@ -413,7 +421,7 @@ async fn disappearances(
                                 cancelled: obs.cancelled,
                             },
                             order,
-                            observed_ms,
+                            observed_us,
                         },
                     }
                 }

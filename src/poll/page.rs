@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::checkpoint::Checkpoint;
 use super::index::{Entry, Seen, SnapshotIndex, id_hash};
+use super::overlap::Hint;
 use super::runtime::SourceRuntime;
 use super::{PollError, watermark};
 use crate::config::WatermarkFrom;
@@ -93,9 +94,11 @@ impl Run {
                 .policy
                 .observe(&rec.doc)
                 .map_err(|e| stop(PollError::Json(e), &mut inner))?;
-            let prev: Option<Entry> = match (&self.index, &reader) {
-                (Some(index), _) => index.get(h),
-                (None, Some(r)) => r
+            let hint = rt.overlap.hint(h);
+            let prev: Option<Entry> = match (hint, &self.index, &reader) {
+                (Hint::Committed(e), _, _) => Some(e),
+                (_, Some(index), _) => index.get(h),
+                (_, None, Some(r)) => r
                     .get(&rec.id)
                     .map_err(|e| stop(PollError::Store(e), &mut inner))?
                     .map(|row| Entry {
@@ -103,15 +106,17 @@ impl Run {
                         cancelled: row.cancelled,
                         outside: row.outside,
                     }),
-                (None, None) => None,
+                (_, None, None) => None,
             };
-            let unchanged = prev
-                .is_some_and(|p| p.fingerprint == obs.fingerprint && p.cancelled == obs.cancelled);
+            // While a lookup of it is out, what this page saw is staged whatever it is, and
+            // promotion keeps whichever observation is newer.
+            let unchanged = hint != Hint::InFlight
+                && prev.is_some_and(|p| p.fingerprint == obs.fingerprint && p.cancelled == obs.cancelled);
             let staged = |op, cp: &mut Checkpoint| {
                 let s = Staged {
                     op,
                     order: cp.next_order,
-                    observed_ms: page.arrived_ms,
+                    observed_us: page.observed_us,
                 };
                 cp.next_order += 1;
                 s

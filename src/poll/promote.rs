@@ -5,7 +5,7 @@
 use super::page::Run;
 use super::runtime::SourceRuntime;
 use super::{PollReport, watermark};
-use crate::config::FirstPoll;
+use crate::config::{FirstPoll, OnDisappear};
 use crate::outbox::EventKind;
 use crate::source::PollKind;
 use crate::store::{Promotion, SnapRow, SourceState, Staged, StagedOp, StoreError};
@@ -22,7 +22,10 @@ pub(super) fn apply(
     let state = p.state()?;
     let baseline = state.is_none() && cfg.first_poll == FirstPoll::Baseline;
     // A baseline creates no events, so the order changes are applied in does not matter.
-    p.for_each_staged(!baseline, |p, id, staged| one(p, rt, id, staged, baseline))?;
+    let started_us = cp.started_ms.saturating_mul(1000);
+    p.for_each_staged(!baseline, |p, id, staged| {
+        one(p, rt, id, staged, baseline, started_us)
+    })?;
     let previous_watermark = state.as_ref().and_then(|s| s.watermark_ms);
     let mut next = state.unwrap_or(SourceState {
         first_poll_ms: cp.started_ms,
@@ -58,6 +61,13 @@ pub(super) fn apply(
     })
 }
 
+/// Whether the stored row records a later observation than `evidence_us`: then the staged
+/// change is older news (a ping's lookup committed after this page arrived) and must not move
+/// the booking back.
+fn newer_than(row: Option<&SnapRow>, evidence_us: i64) -> bool {
+    row.is_some_and(|r| r.observed_us > evidence_us)
+}
+
 /// Applies one staged change.
 fn one(
     p: &mut Promotion<'_>,
@@ -65,6 +75,7 @@ fn one(
     id: &str,
     staged: Staged,
     baseline: bool,
+    started_us: i64,
 ) -> Result<(), StoreError> {
     let prev = p.row(id)?;
     let (fingerprint, cancelled, found) = match staged.op {
@@ -83,8 +94,23 @@ fn one(
             }
             return Ok(());
         }
-        StagedOp::Gone => return gone(p, rt, id, prev, staged, baseline),
+        StagedOp::Gone => {
+            // Absence from a full poll is evidence from the whole poll, so anything observed
+            // since it began wins; a lookup's "gone" is evidence from its own instant.
+            let evidence_us = match rt.cfg.on_disappear {
+                OnDisappear::Lookup => staged.observed_us,
+                _ => started_us,
+            };
+            if newer_than(prev.as_ref(), evidence_us) {
+                return Ok(());
+            }
+            return gone(p, rt, id, prev, staged, baseline);
+        }
     };
+    if newer_than(prev.as_ref(), staged.observed_us) {
+        // Its document, staged under this poll's generation, is dropped when the poll finishes.
+        return Ok(());
+    }
     // Found by a lookup and active: it merely left the polled window.
     let outside = found && !cancelled;
     if let Some(mut row) = prev.filter(|r| r.fingerprint == fingerprint && r.cancelled == cancelled)
@@ -109,7 +135,7 @@ fn one(
         cancelled,
         outside,
         generation: p.generation(),
-        observed_ms: staged.observed_ms,
+        observed_us: staged.observed_us,
     };
     p.put_row(id, &row)?;
     if let (Some(change), false) = (change, baseline) {
@@ -120,7 +146,7 @@ fn one(
             doc,
             change.changes,
             &routes,
-            staged.observed_ms,
+            staged.observed_us / 1000,
         )?;
     }
     Ok(())
@@ -139,7 +165,7 @@ fn gone(
         return Ok(());
     };
     row.cancelled = true;
-    row.observed_ms = staged.observed_ms;
+    row.observed_us = staged.observed_us;
     p.put_row(id, &row)?;
     if !baseline {
         let doc = p.doc(id, row.generation)?;
@@ -150,7 +176,7 @@ fn gone(
             doc,
             Vec::new(),
             &routes,
-            staged.observed_ms,
+            staged.observed_us / 1000,
         )?;
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! What one source needs between polls: its configuration, diff policy, HTTP client, the
-//! endpoints subscribed to it, and the lock that keeps its polls from overlapping.
+//! endpoints subscribed to it, the lock that keeps its polls from overlapping, and what its ping
+//! lookups are doing.
 
 use std::sync::Arc;
 
+use super::overlap::Overlap;
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig};
 use crate::diff::Policy;
@@ -61,6 +63,8 @@ pub struct SourceRuntime {
     pub routes: Routes,
     /// Fingerprint of its configuration (a staged poll resumes only under the same one).
     pub(super) config_print: u64,
+    /// Ping lookups in flight or committed while a poll runs.
+    pub overlap: Overlap,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -88,6 +92,7 @@ impl SourceRuntime {
             client: SourceClient::new(cfg, tokens, clock)?,
             routes: Routes::of(config, &cfg.name),
             cfg: cfg.clone(),
+            overlap: Overlap::default(),
             lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -27,8 +27,18 @@ pub struct RawPage {
     pub headers: HeaderMap,
     /// The body, at most `max_response_bytes`.
     pub body: Vec<u8>,
-    /// When it arrived (ms since epoch).
-    pub arrived_ms: i64,
+    /// When it arrived: a strictly increasing stamp in microseconds since the epoch
+    /// ([`Clock::stamp_us`]), so two observations of one booking are always ordered.
+    pub observed_us: i64,
+}
+
+/// What a by-id lookup found, and when.
+#[derive(Debug)]
+pub struct LookedUp {
+    /// The booking, or `None` when the API does not know it.
+    pub doc: Option<Value>,
+    /// When the answer arrived ([`Clock::stamp_us`]).
+    pub observed_us: i64,
 }
 
 /// An HTTP client bound to one source's configuration.
@@ -38,6 +48,8 @@ pub struct SourceClient {
     auth: Authorizer,
     clock: Clock,
     pacing: tokio::sync::Mutex<Pacing>,
+    /// One request at a time, in arrival order: polls and ping lookups take turns.
+    turn: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for SourceClient {
@@ -83,26 +95,35 @@ impl SourceClient {
             auth,
             clock,
             pacing: tokio::sync::Mutex::new(Pacing::default()),
+            turn: tokio::sync::Semaphore::new(1),
         })
     }
 
-    /// Fetches one booking by id through the `lookup` request. `Ok(None)`: the API does not
-    /// know it (an empty answer or a 404).
+    /// Fetches one booking by id through the `lookup` request. `doc` is `None` when the API
+    /// does not know it (an empty answer or a 404).
     pub async fn lookup(
         &self,
         cfg: &SourceConfig,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Value>, SourceError> {
+    ) -> Result<LookedUp, SourceError> {
         let Some(lookup) = &cfg.lookup else {
-            return Ok(None);
+            return Ok(LookedUp {
+                doc: None,
+                observed_us: self.clock.stamp_us(),
+            });
         };
         let parts = request::lookup(cfg, lookup, id, now)?;
         let raw = match self.request(cfg, lookup.url.clone(), &parts, 1).await {
             Ok(r) => r,
             Err(SourceError::Status {
                 status: 404 | 410, ..
-            }) => return Ok(None),
+            }) => {
+                return Ok(LookedUp {
+                    doc: None,
+                    observed_us: self.clock.stamp_us(),
+                });
+            }
             Err(e) => return Err(e),
         };
         let mut found = None;
@@ -112,7 +133,10 @@ impl SourceClient {
             }
             Ok(())
         })?;
-        Ok(found)
+        Ok(LookedUp {
+            doc: found,
+            observed_us: raw.observed_us,
+        })
     }
 
     /// Fetches the page `pager` stands at (status checked, size capped; not decoded).
@@ -167,7 +191,7 @@ impl SourceClient {
     }
 
     /// Sends one request (with politeness, auth, in-cycle retries), checks the status and reads
-    /// the body up to the size cap.
+    /// the body up to the size cap. Requests of one source go one at a time, in turn.
     async fn request(
         &self,
         cfg: &SourceConfig,
@@ -175,6 +199,8 @@ impl SourceClient {
         parts: &Parts,
         page: u32,
     ) -> Result<RawPage, SourceError> {
+        // Never closed, so the permit is always granted.
+        let _turn = self.turn.acquire().await.ok();
         if !parts.query.is_empty() {
             url.query_pairs_mut().extend_pairs(parts.query.iter());
         }
@@ -269,7 +295,7 @@ impl SourceClient {
             number: page,
             headers,
             body,
-            arrived_ms: self.clock.now_ms(),
+            observed_us: self.clock.stamp_us(),
         })
     }
 }

@@ -86,8 +86,9 @@ pub struct SnapRow {
     pub outside: bool,
     /// The generation its document is stored under.
     pub generation: u32,
-    /// When the state it records was observed (ms since epoch; 0 if unknown).
-    pub observed_ms: i64,
+    /// When the state it records was observed: a [`crate::clock::Clock::stamp_us`] stamp
+    /// (microseconds since the epoch; 0 if unknown). An older observation never replaces it.
+    pub observed_us: i64,
 }
 
 const SNAP_V1: u8 = 1;
@@ -105,7 +106,7 @@ impl SnapRow {
         out[1] = self.flags();
         out[2..10].copy_from_slice(&self.fingerprint.to_be_bytes());
         out[10..14].copy_from_slice(&self.generation.to_be_bytes());
-        out[14..22].copy_from_slice(&self.observed_ms.to_be_bytes());
+        out[14..22].copy_from_slice(&self.observed_us.to_be_bytes());
         out
     }
 
@@ -119,7 +120,7 @@ impl SnapRow {
         Ok(SnapRow {
             fingerprint: u64::from_be_bytes(take(SNAP_TABLE, &mut b)?),
             generation: u32::from_be_bytes(take(SNAP_TABLE, &mut b)?),
-            observed_ms: i64::from_be_bytes(take(SNAP_TABLE, &mut b)?),
+            observed_us: i64::from_be_bytes(take(SNAP_TABLE, &mut b)?),
             cancelled: flags & FLAG_CANCELLED != 0,
             outside: flags & FLAG_OUTSIDE != 0,
         })
@@ -137,8 +138,9 @@ pub struct Staged {
     pub op: StagedOp,
     /// Detection order within the poll (page, then position).
     pub order: u64,
-    /// When the page it came from arrived (ms since epoch).
-    pub observed_ms: i64,
+    /// When the page (or lookup) it came from arrived: a [`crate::clock::Clock::stamp_us`]
+    /// stamp in microseconds since the epoch.
+    pub observed_us: i64,
 }
 
 /// The kinds of staged change.
@@ -190,7 +192,7 @@ impl Staged {
         out[2] = u8::from(cancelled);
         out[3..11].copy_from_slice(&fp.to_be_bytes());
         out[11..19].copy_from_slice(&self.order.to_be_bytes());
-        out[19..27].copy_from_slice(&self.observed_ms.to_be_bytes());
+        out[19..27].copy_from_slice(&self.observed_us.to_be_bytes());
         out
     }
 
@@ -203,7 +205,7 @@ impl Staged {
         let [op, cancelled] = take::<2>(STAGING_TABLE, &mut b)?;
         let fingerprint = u64::from_be_bytes(take(STAGING_TABLE, &mut b)?);
         let order = u64::from_be_bytes(take(STAGING_TABLE, &mut b)?);
-        let observed_ms = i64::from_be_bytes(take(STAGING_TABLE, &mut b)?);
+        let observed_us = i64::from_be_bytes(take(STAGING_TABLE, &mut b)?);
         let cancelled = cancelled != 0;
         let op = match op {
             1 => StagedOp::Doc {
@@ -221,7 +223,7 @@ impl Staged {
         Ok(Staged {
             op,
             order,
-            observed_ms,
+            observed_us,
         })
     }
 }
@@ -562,7 +564,7 @@ mod tests {
             cancelled: true,
             outside: false,
             generation: 7,
-            observed_ms: 1_700_000_000_123,
+            observed_us: 1_700_000_000_123,
         };
         let b = r.encode();
         assert_eq!(SnapRow::decode(&b).unwrap(), r);
@@ -592,7 +594,7 @@ mod tests {
             let s = Staged {
                 op,
                 order: 42,
-                observed_ms: -1,
+                observed_us: -1,
             };
             assert_eq!(Staged::decode(&s.encode()).unwrap(), s);
         }

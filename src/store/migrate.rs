@@ -154,7 +154,7 @@ fn snapshot_v1_to_v2(txn: &WriteTransaction) -> Result<()> {
                 cancelled: b.cancelled,
                 outside: b.outside,
                 generation: 0,
-                observed_ms: 0,
+                observed_us: 0,
             };
             snap.insert(booking_key(source, id).as_slice(), row.encode().as_slice())?;
             let json = serde_json::to_vec(&b.doc).map_err(|e| corrupt(e.to_string()))?;

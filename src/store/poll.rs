@@ -227,6 +227,32 @@ impl Store {
     }
 }
 
+/// The two document generations a booking's document alternates between when a ping's lookup
+/// stores it outside any poll. Poll generations count up from 1 and never reach them, so a
+/// lookup's document never collides with the one a running poll staged, nor with the current
+/// one.
+const REFRESH_GENERATIONS: [u32; 2] = [u32::MAX, u32::MAX - 1];
+
+impl Store {
+    /// Commits looked-up bookings outside any poll (a ping's refresh), in ONE write
+    /// transaction: `f` decides each booking through the [`Promotion`] (its rows, documents,
+    /// events, deliveries, and the pings it answers). The staging area of a running poll is
+    /// left alone.
+    pub fn refresh<T>(
+        &self,
+        source: &str,
+        f: impl FnOnce(&mut Promotion<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut p = Promotion::new(&txn, source, REFRESH_GENERATIONS[0])?;
+            f(&mut p)?
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
 fn join_progress(generation: u32, checkpoint: &[u8]) -> Vec<u8> {
     let mut b = generation.to_be_bytes().to_vec();
     b.extend_from_slice(checkpoint);
@@ -333,6 +359,7 @@ pub struct Promotion<'t> {
     orphans: Table<'t, (i64, u64), ()>,
     txn: &'t WriteTransaction,
     reader: DocReader,
+    writer: Option<DocWriter>,
     emitted: Vec<Event>,
     emitted_total: usize,
 }
@@ -357,6 +384,7 @@ impl<'t> Promotion<'t> {
             orphans: txn.open_table(ORPHANS)?,
             txn,
             reader: DocReader::default(),
+            writer: None,
             emitted: Vec::new(),
             emitted_total: 0,
         })
@@ -477,6 +505,42 @@ impl<'t> Promotion<'t> {
             Ok(dicts.get((source.as_str(), n))?.map(|v| v.value().to_vec()))
         };
         self.reader.decode(&bytes, &mut dict)
+    }
+
+    /// The generation a looked-up document of a booking whose row is `prev` is stored under
+    /// (see [`Store::refresh`]).
+    pub fn refresh_generation(&self, prev: Option<&SnapRow>) -> u32 {
+        match prev {
+            Some(r) if r.generation == REFRESH_GENERATIONS[0] => REFRESH_GENERATIONS[1],
+            _ => REFRESH_GENERATIONS[0],
+        }
+    }
+
+    /// Stores a booking's document under `generation`, compressed with the source's newest
+    /// dictionary.
+    pub fn put_doc(&mut self, id: &str, generation: u32, json: &[u8]) -> Result<()> {
+        if self.writer.is_none() {
+            let newest = self
+                .dicts
+                .range((self.source.as_str(), 0u32)..=(self.source.as_str(), u32::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, v)| (k.value().1, v.value().to_vec()));
+            let w = DocWriter::new(newest.as_ref().map(|(n, d)| (*n, d.as_slice())))?;
+            self.writer = Some(w);
+        }
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let bytes = w.encode(json)?;
+        self.docs
+            .insert((self.source.as_str(), id, generation), bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes recorded pings this transaction answers.
+    pub fn remove_pings(&mut self, seqs: &[u64]) -> Result<()> {
+        super::pings::remove_in(self.txn, &self.source, seqs)
     }
 
     /// Creates an event (id and sequence fixed now) and one pending delivery per endpoint.

@@ -38,7 +38,7 @@ fn staged_doc(id: &str, doc: serde_json::Value, order: u64) -> PageOp {
                 cancelled: false,
             },
             order,
-            observed_ms: 5,
+            observed_us: 5,
         },
     }
 }
@@ -65,7 +65,7 @@ fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
                     cancelled: false,
                     outside: false,
                     generation,
-                    observed_ms: st.observed_ms,
+                    observed_us: st.observed_us,
                 },
             )
         })
@@ -145,7 +145,7 @@ fn a_failed_poll_commits_nothing() {
                 cancelled: false,
                 outside: false,
                 generation: t.generation(),
-                observed_ms: 0,
+                observed_us: 0,
             },
         )?;
         t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)], 1)?;

@@ -47,7 +47,13 @@ impl Validator {
     }
 
     /// A size in bytes: a number, or text such as "64MiB", "512 KiB" or "1GB"; at least `min`.
-    fn size(&mut self, key: &str, raw: &raw::RawSize, min: usize, default: usize) -> usize {
+    pub(super) fn size(
+        &mut self,
+        key: &str,
+        raw: &raw::RawSize,
+        min: usize,
+        default: usize,
+    ) -> usize {
         let parsed = match raw {
             raw::RawSize::Bytes(n) => usize::try_from(*n).ok(),
             raw::RawSize::Text(t) => parse_size(t),
@@ -55,7 +61,12 @@ impl Validator {
         match parsed {
             Some(n) if n >= min => n,
             Some(_) => {
-                self.bad(key, format!("must be at least {} MiB", min / (1024 * 1024)));
+                let least = if min % (1024 * 1024) == 0 {
+                    format!("{} MiB", min / (1024 * 1024))
+                } else {
+                    format!("{} KiB", min / 1024)
+                };
+                self.bad(key, format!("must be at least {least}"));
                 default
             }
             None => {

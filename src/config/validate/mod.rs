@@ -7,6 +7,7 @@ mod auth;
 mod endpoint;
 mod general;
 mod pagination;
+mod ping;
 mod secret;
 mod source;
 mod templates;
@@ -34,13 +35,16 @@ pub(super) struct Validator {
 }
 
 impl Validator {
-    /// The whole file: `[store]`, `[log]` and `[admin]`, every source, then the `[delivery]`
-    /// defaults and every endpoint (which may name the sources).
+    /// The whole file: `[store]`, `[log]`, `[admin]` and `[ingress]`, every source (and how
+    /// their pings fit together), then the `[delivery]` defaults and every endpoint (which may
+    /// name the sources).
     pub(super) fn config(&mut self, raw: raw::RawConfig, file: Option<&Path>) -> Option<Config> {
         let (store_path, retention, cache_size) = self.store(raw.store);
         let log = self.log(raw.log);
         let admin_listen = self.admin(raw.admin);
+        let ingress = self.ingress(raw.ingress);
         let sources = self.sources(raw.sources);
+        self.pings_fit(&sources, ingress.as_ref());
         let defaults = self.delivery(raw.delivery);
         let source_names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
         let endpoints = self.endpoints(raw.endpoints, &source_names, &defaults);
@@ -51,6 +55,7 @@ impl Validator {
             cache_size,
             log,
             admin_listen,
+            ingress,
             sources,
             endpoints,
         })

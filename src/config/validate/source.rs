@@ -84,7 +84,15 @@ impl Validator {
             Some(a) => self.auth(&k("auth"), a, AUTH_TYPES)?,
         };
         let (items, id) = self.records(&k, &mut rs);
-        let policy = self.change_policy(&k, &mut rs, url.as_ref(), &items, incremental.as_ref());
+        let ping = rs.ping.take().and_then(|p| self.ping(&k, p));
+        let policy = self.change_policy(
+            &k,
+            &mut rs,
+            url.as_ref(),
+            &items,
+            incremental.as_ref(),
+            ping.is_some(),
+        );
         let (timeout, max_response_bytes, max_pages, resume_within) = self.limits(&k, &rs);
         let pagination = match rs.pagination.take() {
             None => Pagination::None,
@@ -135,6 +143,7 @@ impl Validator {
             max_pages,
             resume_within,
             pagination,
+            ping,
         })
     }
 
@@ -474,6 +483,7 @@ impl Validator {
         url: Option<&Url>,
         items: &str,
         incremental: Option<&Incremental>,
+        pinged: bool,
     ) -> ChangePolicy {
         let cancelled_values = rs
             .cancelled_values
@@ -514,7 +524,7 @@ impl Validator {
                 OnDisappear::Ignore
             }
         };
-        let lookup = self.lookup(k, on_disappear, rs.lookup.take(), url, items);
+        let lookup = self.lookup(k, on_disappear, pinged, rs.lookup.take(), url, items);
         if on_disappear != OnDisappear::Ignore
             && incremental.is_some_and(|i| i.full_every.is_none())
         {
@@ -538,18 +548,20 @@ impl Validator {
         }
     }
 
-    /// The `[lookup]` table, which must go with `on_disappear = "lookup"`: how to ask the source
-    /// about one booking that vanished from the list.
+    /// The `[lookup]` table, which goes with `on_disappear = "lookup"` and with `[ping]`: how to
+    /// ask the source about one booking (one that vanished from the list, or one a ping named).
     fn lookup(
         &mut self,
         k: FieldKey,
         on_disappear: OnDisappear,
+        pinged: bool,
         raw: Option<raw::RawLookup>,
         url: Option<&Url>,
         items: &str,
     ) -> Option<Lookup> {
-        match (on_disappear, raw) {
-            (OnDisappear::Lookup, Some(l)) => {
+        let needed = on_disappear == OnDisappear::Lookup || pinged;
+        match (needed, raw) {
+            (true, Some(l)) => {
                 let key = k("lookup");
                 let lookup_url = match l.url.as_deref() {
                     Some(u) => self.url(&format!("{key}.url"), Some(u)),
@@ -576,15 +588,22 @@ impl Validator {
                     items,
                 })
             }
-            (OnDisappear::Lookup, None) => {
+            (true, None) if pinged => {
+                self.bad(k("lookup"), "a source with a [ping] table needs a [lookup] table: a ping names a booking, pollhook fetches it; e.g. query = { id = \"{{ id }}\" }");
+                None
+            }
+            (true, None) => {
                 self.bad(k("lookup"), "on_disappear = \"lookup\" needs a [lookup] table, e.g. query = { id = \"{{ id }}\" }");
                 None
             }
-            (_, Some(_)) => {
-                self.bad(k("lookup"), "only applies with on_disappear = \"lookup\"");
+            (false, Some(_)) => {
+                self.bad(
+                    k("lookup"),
+                    "only applies with on_disappear = \"lookup\" or a [ping] table",
+                );
                 None
             }
-            (_, None) => None,
+            (false, None) => None,
         }
     }
 
