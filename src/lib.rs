@@ -36,6 +36,7 @@
 //! | [`signing`]  | Standard Webhooks signatures (pure) |
 //! | [`json`]     | scalar strings, fingerprints, JSON Pointer tokens and edits (pure) |
 //! | [`clock`]    | the one injectable wall clock |
+//! | [`text`]     | text from outside made safe to keep and show: secrets redacted, control characters escaped for logs (pure) |
 
 pub mod admin;
 pub mod app;
@@ -56,6 +57,7 @@ pub mod signing;
 pub mod source;
 pub mod store;
 pub mod template;
+pub mod text;
 
 pub use app::App;
 pub use config::Config;

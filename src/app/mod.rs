@@ -21,6 +21,7 @@ use crate::http::TokenCache;
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
 use crate::store::{Counts, ReplaySelector, Store, StoreError};
+use crate::text::Escaped;
 
 pub(crate) use progress::Progress;
 pub use progress::SourceHealth;
@@ -192,7 +193,7 @@ impl App {
                 }
                 let watched = self.inner.notices.receiver_count() > 0;
                 for e in &r.events {
-                    tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %e.booking_id, "change detected");
+                    tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %Escaped(&e.booking_id), "change detected");
                     if watched {
                         let _ = self
                             .inner
@@ -206,7 +207,7 @@ impl App {
             }
             Err(e) => {
                 self.inner.progress.poll_failed(source);
-                tracing::warn!(source, error = %e, "poll failed; nothing committed, will retry at the next tick");
+                tracing::warn!(source, error = %Escaped(e), "poll failed; nothing committed, will retry at the next tick");
             }
         }
     }
@@ -345,7 +346,7 @@ impl App {
                 Ok(n) => {
                     tracing::info!(removed = n, "pruned delivered history past store.retention")
                 }
-                Err(e) => tracing::error!(error = %e, "pruning delivered history failed"),
+                Err(e) => tracing::error!(error = %Escaped(&e), "pruning delivered history failed"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,

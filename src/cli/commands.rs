@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::text::Escaped;
 
 pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut failed = false;
@@ -19,7 +20,9 @@ pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow
         anyhow::bail!("no source named `{}`", only.unwrap_or_default());
     }
     for s in selected {
-        println!("{} ({}):", s.name, s.url);
+        // No password, query or secret: the URL is shown as logs show it.
+        let shown = s.redactor.redact(&crate::http::redact(&s.url));
+        println!("{} ({shown}):", s.name);
         match crate::poll::probe(s).await {
             Ok(r) => {
                 println!("  {} page(s), {} booking(s)", r.pages, r.bookings);
@@ -48,13 +51,13 @@ pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow
                     if r.cancelled_examples.is_empty() {
                         String::new()
                     } else {
-                        format!(", e.g. {}", r.cancelled_examples.join(", "))
+                        format!(", e.g. {}", Escaped(r.cancelled_examples.join(", ")))
                     }
                 );
             }
             Err(e) => {
                 failed = true;
-                println!("  FAILED: {e}");
+                println!("  FAILED: {}", Escaped(&e));
             }
         }
     }

@@ -187,7 +187,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                     Err(e) => {
                         failed = true;
-                        println!("{name}: poll failed, nothing committed: {e}");
+                        println!(
+                            "{name}: poll failed, nothing committed: {}",
+                            crate::text::Escaped(&e)
+                        );
                     }
                 }
             }

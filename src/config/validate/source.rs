@@ -109,6 +109,11 @@ impl Validator {
         let url = url?;
         let schedule = schedule?;
         let headers = self.headers(&k("headers"), rs.headers);
+        let redactor = super::secret::redactor(
+            &auth,
+            request.secrets.values(),
+            [Some(&url), policy.lookup.as_ref().map(|l| &l.url)],
+        );
         Some(SourceConfig {
             name: name.to_string(),
             url,
@@ -144,6 +149,7 @@ impl Validator {
             resume_within,
             pagination,
             ping,
+            redactor,
         })
     }
 
