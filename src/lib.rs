@@ -36,6 +36,7 @@
 //! | [`signing`]  | Standard Webhooks signatures (pure) |
 //! | [`json`]     | scalar strings, fingerprints, JSON Pointer tokens and edits (pure) |
 //! | [`clock`]    | the one injectable wall clock |
+//! | [`metrics`]  | the metrics recorded as things happen (poll-duration and delivery-latency histograms, build info): one shared handle |
 
 pub mod admin;
 pub mod app;
@@ -48,6 +49,7 @@ pub mod demo;
 pub mod diff;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod outbox;
 pub mod poll;
 pub mod retry;

@@ -4,11 +4,13 @@
 
 mod helpers;
 
+mod admin_access;
 mod binary;
 mod chaos;
 mod delivery_failures;
 mod endpoints;
 mod layout;
+mod metrics;
 mod migration;
 mod pipeline;
 mod poll_failures;
