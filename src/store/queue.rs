@@ -273,6 +273,42 @@ impl Store {
         })
     }
 
+    /// For each endpoint with pending deliveries, the `created_ms` (detection time) of the lane
+    /// head at the front of its due index: the delivery due soonest, which is the oldest one
+    /// waiting unless a head was pushed back by a retry behind a younger one. Reads one due
+    /// entry and one row per endpoint (it skips from each endpoint's first entry to the next
+    /// endpoint's), whatever the size of the queue.
+    pub fn oldest_pending(&self) -> Result<Vec<(String, i64)>> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let mut out: Vec<(String, i64)> = Vec::new();
+        loop {
+            let first = match out.last() {
+                None => due.range::<(&str, i64, u64)>(..)?.next(),
+                Some((ep, _)) => due
+                    .range::<(&str, i64, u64)>((
+                        Bound::Excluded((ep.as_str(), i64::MAX, u64::MAX)),
+                        Bound::Unbounded,
+                    ))?
+                    .next(),
+            };
+            let Some(entry) = first else {
+                return Ok(out);
+            };
+            let (k, _) = entry?;
+            let (ep, due_ms, seq) = k.value();
+            // A head whose row is missing would break the queue's invariant; its due time is the
+            // best bound there is.
+            let created_ms = match deliveries.get((ep, seq))? {
+                Some(v) => decode_delivery(v.value())?.created_ms,
+                None => due_ms,
+            };
+            out.push((ep.to_string(), created_ms));
+        }
+    }
+
     /// Puts finished deliveries (dead or delivered) back in their lanes with a fresh attempt
     /// budget; the event id is kept, so receivers can de-duplicate. Pending deliveries are left
     /// alone. Returns how many were requeued.

@@ -122,6 +122,36 @@ fn retry_moves_the_head_in_time_without_blocking_other_lanes() {
 }
 
 #[test]
+fn oldest_pending_is_the_front_of_each_endpoints_due_index() {
+    let (_d, s) = store();
+    assert!(s.oldest_pending().unwrap().is_empty());
+    emit(&s, "b1", &["a", "b"], 10);
+    emit(&s, "b2", &["a"], 20);
+    emit(&s, "b3", &["c"], 30);
+    assert_eq!(
+        s.oldest_pending().unwrap(),
+        [
+            ("a".to_string(), 10),
+            ("b".to_string(), 10),
+            ("c".to_string(), 30)
+        ]
+    );
+    // Delivering a's first head leaves its next one (created at 20) at the front.
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Delivered, 100);
+    assert_eq!(s.oldest_pending().unwrap()[0], ("a".to_string(), 20));
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Dead, 100);
+    let left: Vec<String> = s
+        .oldest_pending()
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(left, ["b", "c"], "nothing pending for a");
+}
+
+#[test]
 fn a_failed_poll_commits_nothing() {
     let (_d, s) = store();
     s.begin_poll("src", b"cp").unwrap();
