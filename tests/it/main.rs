@@ -15,4 +15,5 @@ mod poll_failures;
 mod presets;
 mod restart;
 mod resume;
+mod state_file;
 mod watermarks;
