@@ -150,6 +150,12 @@ impl App {
         &self.inner.store
     }
 
+    /// The corruption found in the state file, once an operation found it (see
+    /// [`Store::corruption`]); the daemon then stops and readiness fails.
+    pub fn state_file_corruption(&self) -> Option<StoreError> {
+        self.inner.store.corruption()
+    }
+
     /// The clock every part of this instance reads. Tests advance it instead of sleeping.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock

@@ -1,6 +1,6 @@
-//! What the commands that report print: `check --probe` and the admin API client behind
-//! `events`, `deliveries`, `replay` and `enable` (where the API is, its bearer token, the
-//! `X-Pollhook` header on POSTs).
+//! What the commands that report print: `check --probe`, `check --store` and the admin API
+//! client behind `events`, `deliveries`, `replay` and `enable` (where the API is, its bearer
+//! token, the `X-Pollhook` header on POSTs).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -11,7 +11,64 @@ use anyhow::Context as _;
 
 use super::AdminArgs;
 use crate::config::{Config, Secret};
+use crate::store::{SCHEMA_VERSION, Store, StoreError};
 use crate::text::Escaped;
+
+/// `check --store`: verifies the state file offline and shows its tables.
+pub(super) fn check_store(config: &Config) -> ExitCode {
+    let path = &config.store_path;
+    let found = match Store::inspect(path) {
+        Ok(found) => found,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!(
+                "{e}. `check --store` needs the file to itself: stop the daemon first (every start verifies the file too)"
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let version = found.schema_version;
+    let note = match version {
+        0 => " (no tables yet)",
+        1 => " (the first release's layout; the next start upgrades it)",
+        v if v > SCHEMA_VERSION => " (written by a newer pollhook)",
+        _ => "",
+    };
+    println!(
+        "{}: OK: every page verified{}; schema version {version}{note}",
+        path.display(),
+        if found.repaired {
+            " (it was not shut down cleanly and has been repaired; nothing committed was lost)"
+        } else {
+            ""
+        },
+    );
+    println!("  {:<16} {:>12}", "table", "rows");
+    for (name, rows) in &found.tables {
+        println!("  {name:<16} {rows:>12}");
+    }
+    if let Some(mode) = found.loose_mode {
+        println!(
+            "warning: {} has mode {mode:o}, so other users may read it, and it holds cached access tokens: `chmod 600` it",
+            path.display()
+        );
+    }
+    if version > SCHEMA_VERSION {
+        eprintln!(
+            "{}",
+            StoreError::NewerSchema {
+                path: path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            }
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
 
 pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut failed = false;

@@ -48,6 +48,12 @@ pub enum Command {
         /// With --probe: only this source.
         #[arg(long, value_name = "NAME", requires = "probe")]
         source: Option<String>,
+        /// Instead, verify the state file named by `store.path` offline: every page of it, its
+        /// schema version and the rows of each table. Exit status 1 when it is corrupt, not a
+        /// pollhook state file, missing, or in use by a running pollhook. Never creates,
+        /// initialises or upgrades the file.
+        #[arg(long, conflicts_with = "probe")]
+        store: bool,
     },
     /// Poll every source once, then deliver what is due, then exit (for cron and debugging).
     Once {
@@ -144,7 +150,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             probe,
             source,
+            store,
         } => match Config::load(&config) {
+            Ok(c) if store => Ok(commands::check_store(&c)),
             Ok(c) if probe => commands::probe_sources(&c, source.as_deref()).await,
             Ok(c) => {
                 println!(

@@ -20,4 +20,5 @@ mod presets;
 mod properties;
 mod restart;
 mod resume;
+mod state_file;
 mod watermarks;
