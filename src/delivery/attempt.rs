@@ -101,11 +101,13 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
             String::new(),
         ),
     };
+    let latency = started.elapsed();
+    ep.latency.observe(latency);
     let attempt = Attempt {
         at_ms,
         status,
         error,
-        latency_ms: started.elapsed().as_millis() as u64,
+        latency_ms: latency.as_millis() as u64,
         body,
     };
     outcome(delivery, attempt, result)

@@ -262,7 +262,10 @@ retry_schedule = ["0s", "1h"]
         }
     }
     // What the admin API lists.
-    let admin = serve(pollhook::admin::router(app.clone())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(pollhook::admin::serve(listener, app.clone(), stop.clone()));
     let listed = reqwest::get(format!("{admin}/deliveries?state=pending"))
         .await
         .unwrap()

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin_access;
 mod binary;
 mod chaos;
 mod crash;
@@ -11,6 +12,7 @@ mod delivery_failures;
 mod endpoints;
 mod hostile;
 mod layout;
+mod metrics;
 mod migration;
 mod pipeline;
 mod poll_failures;
@@ -18,4 +20,5 @@ mod presets;
 mod properties;
 mod restart;
 mod resume;
+mod state_file;
 mod watermarks;

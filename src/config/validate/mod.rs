@@ -41,7 +41,7 @@ impl Validator {
     pub(super) fn config(&mut self, raw: raw::RawConfig, file: Option<&Path>) -> Option<Config> {
         let (store_path, retention, cache_size) = self.store(raw.store);
         let log = self.log(raw.log);
-        let admin_listen = self.admin(raw.admin);
+        let admin = self.admin(raw.admin);
         let ingress = self.ingress(raw.ingress);
         let sources = self.sources(raw.sources);
         self.pings_fit(&sources, ingress.as_ref());
@@ -54,7 +54,9 @@ impl Validator {
             retention,
             cache_size,
             log,
-            admin_listen,
+            admin_listen: admin.listen,
+            admin_token: admin.token,
+            admin_allowed_hosts: admin.allowed_hosts,
             ingress,
             sources,
             endpoints,
