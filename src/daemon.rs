@@ -35,6 +35,16 @@ pub enum DaemonError {
         /// The OS error.
         reason: String,
     },
+    /// The ingress listener could not bind.
+    #[error(
+        "ingress.listen: cannot listen on {addr}: {reason} (is another pollhook instance using it? give each instance its own ingress.listen port)"
+    )]
+    Ingress {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
@@ -127,7 +137,8 @@ enum Signal {
     Reload,
 }
 
-/// One round: a built app, its pipeline and its admin listener, until `round` is cancelled.
+/// One round: a built app, its pipeline and its admin and ingress listeners, until `round` is
+/// cancelled.
 async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()>, DaemonError> {
     let listener = match app.config().admin_listen {
         Some(addr) => Some((
@@ -141,14 +152,33 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
         )),
         None => None,
     };
+    let ingress = match app.config().ingress.as_ref().map(|i| i.listen) {
+        Some(addr) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Ingress {
+                    addr,
+                    reason: e.to_string(),
+                })?,
+            addr,
+        )),
+        None => None,
+    };
     Ok(tokio::spawn(async move {
         let admin = listener.map(|(l, addr)| {
             tracing::info!(%addr, "admin listener up");
             tokio::spawn(crate::admin::serve(l, app.clone(), round.clone()))
         });
+        let ingress = ingress.map(|(l, addr)| {
+            tracing::info!(%addr, "ingress listener up (pings)");
+            tokio::spawn(crate::ingress::serve(l, app.clone(), round.clone()))
+        });
         app.run(round).await;
         if let Some(a) = admin {
             let _ = a.await;
+        }
+        if let Some(i) = ingress {
+            let _ = i.await;
         }
     }))
 }

@@ -11,6 +11,10 @@
 //!                                                                            │
 //! delivery worker <── due index (per-booking lane heads) ────────────────────┘
 //!     └─> render v1/v2 ──> sign ──> http send ──> retry::settle ──> group commit (store)
+//!
+//! booking system's ping ──> ingress (auth, ids) ──> refresh intake: group commit, then 200
+//!     └─> refresh worker (coalesce) ──> source lookup by id ──> poll::refresh: ONE redb write
+//!         (the same rows, events and deliveries as a poll; removes the pings it answers)
 //! ```
 //!
 //! Imports point down this table: a module uses only modules listed below it.
@@ -21,7 +25,9 @@
 //! | [`daemon`]   | the process: signals, reload, every systemd notification, the watchdog, the admin listener's lifetime |
 //! | [`demo`]     | the simulated booking API, the recording receiver, `pollhook demo` |
 //! | [`admin`]    | the admin HTTP API and Prometheus metrics; calls `App` methods only |
+//! | [`ingress`]  | the listener booking systems ping: routes, sender authentication, ids, rate limits; records through `App` |
 //! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
+//! | [`refresh`]  | pings into lookups: durable group-commit intake, coalescing queue, one worker per source |
 //! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction; `check --probe` |
 //! | [`delivery`] | rendering, one attempt, the delivery worker and group commit, endpoint health |
 //! | [`source`]   | a source's HTTP client, request building, pagination, page decoding (JSON, XML) |
@@ -49,10 +55,12 @@ pub mod delivery;
 pub mod demo;
 pub mod diff;
 pub mod http;
+pub mod ingress;
 pub mod json;
 pub mod metrics;
 pub mod outbox;
 pub mod poll;
+pub mod refresh;
 pub mod retry;
 pub mod schedule;
 pub mod signing;

@@ -1,10 +1,11 @@
 //! The metrics recorded as things happen, shared by whoever records them and the exposition:
-//! poll-duration and delivery-latency histograms and the build info. [`Metrics`] is the one
+//! poll-duration, delivery-latency and ping-to-commit histograms, ping counts and the build info. [`Metrics`] is the one
 //! handle; `app` records poll durations, `delivery` records each attempt's latency through a
 //! [`Recorder`] it is handed, and `admin` registers everything into the `/metrics` registry.
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
@@ -25,11 +26,18 @@ fn delivery_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
 }
 
+/// Ping-to-commit buckets: 1 ms to about 16 s.
+fn ping_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
 /// The shared metrics of one pollhook instance. Cheap to clone (the histograms are shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
     poll_duration: Histograms,
     delivery_latency: Histograms,
+    ping_to_commit: Histograms,
+    pings: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -44,6 +52,8 @@ impl Metrics {
         Metrics {
             poll_duration: Family::new_with_constructor(poll_buckets),
             delivery_latency: Family::new_with_constructor(delivery_buckets),
+            ping_to_commit: Family::new_with_constructor(ping_buckets),
+            pings: Family::default(),
         }
     }
 
@@ -66,6 +76,26 @@ impl Metrics {
         )
     }
 
+    /// Where the refreshes of `source` record how long after its ping a booking was committed.
+    pub fn ping_to_commit(&self, source: &str) -> Recorder {
+        Recorder(
+            self.ping_to_commit
+                .get_or_create(&vec![("source", source.to_string())])
+                .clone(),
+        )
+    }
+
+    /// Counts one ping of `source` by what became of it: `recorded`, `coalesced`, `dropped`,
+    /// `rejected_auth`, `rejected_bad_request`, `rejected_backlog`, `rate_limited`.
+    pub fn ping(&self, source: &str, outcome: &'static str) {
+        self.pings
+            .get_or_create(&vec![
+                ("source", source.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+    }
+
     /// Adds the histograms and `pollhook_build_info` to `registry`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register_with_unit(
@@ -79,6 +109,17 @@ impl Metrics {
             "How long each delivery attempt's request took, from sending to the end of the answer (or the error)",
             Unit::Seconds,
             self.delivery_latency.clone(),
+        );
+        registry.register_with_unit(
+            "pollhook_ping_to_commit",
+            "How long after its earliest ping a looked-up booking was committed",
+            Unit::Seconds,
+            self.ping_to_commit.clone(),
+        );
+        registry.register(
+            "pollhook_pings",
+            "Pings received on the ingress listener, by source and outcome (recorded, coalesced into a waiting lookup, dropped after failed lookups, rejected)",
+            self.pings.clone(),
         );
         registry.register(
             "pollhook_build",

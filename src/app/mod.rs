@@ -1,6 +1,6 @@
 //! The application: wires config, store, clock, sources and the delivery worker together, runs
 //! the pipeline's tasks ([`App::run`]: one schedule loop per source, the delivery worker,
-//! retention), and offers everything the admin API, the daemon and the tests use as methods,
+//! retention, and for sources with `[ping]` the ping intake and one refresh worker each), and offers everything the admin API, the daemon and the tests use as methods,
 //! including the explicit hooks that let tests drive it without waiting (`poll_now`,
 //! `deliver_due`, `clock`).
 
@@ -20,7 +20,10 @@ use crate::delivery::{Dispatcher, EndpointReport, Notice, RoundReport};
 use crate::http::TokenCache;
 use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, DeliveryState, Event};
+use crate::poll::refresh::RefreshReport;
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
+use crate::refresh::intake::{Intake, IntakeError, Writer};
+use crate::refresh::{Handle, Observer, Worker};
 use crate::store::{Counts, ReplaySelector, Store, StoreError};
 use crate::text::Escaped;
 
@@ -56,6 +59,59 @@ struct Inner {
     wake: Arc<Notify>,
     notices: broadcast::Sender<Notice>,
     progress: Progress,
+    /// Per source (same order as `sources`): its refresh worker, when it has `[ping]`.
+    refresh: Vec<Option<Handle>>,
+    intake: Intake,
+    /// What [`App::run`] starts for pings (taken by the first run).
+    ping_tasks: std::sync::Mutex<Option<(Writer, Vec<Worker>)>>,
+}
+
+/// What refresh workers report, turned into logs, notices, metrics and a wake-up of delivery.
+struct Reporter {
+    notices: broadcast::Sender<Notice>,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+    progress: Progress,
+    clock: Clock,
+}
+
+impl Observer for Reporter {
+    fn committed(&self, report: &RefreshReport, received_ms: &[i64]) {
+        let source = report.source.as_str();
+        let now = self.clock.now_ms();
+        let timer = self.metrics.ping_to_commit(source);
+        for r in received_ms {
+            timer.observe(Duration::from_millis(u64::try_from(now - r).unwrap_or(0)));
+        }
+        self.progress.refreshed(source, report.events.len());
+        tracing::info!(
+            source,
+            bookings = report.bookings,
+            events = report.events.len(),
+            older = report.older,
+            "ping refresh committed"
+        );
+        let watched = self.notices.receiver_count() > 0;
+        for e in &report.events {
+            tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %Escaped(&e.booking_id), "change detected (ping)");
+            if watched {
+                let _ = self.notices.send(Notice::Detected(Arc::new(e.clone())));
+            }
+        }
+        if !report.events.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    fn coalesced(&self, source: &str) {
+        self.metrics.ping(source, "coalesced");
+    }
+
+    fn dropped(&self, source: &str, pings: usize) {
+        for _ in 0..pings {
+            self.metrics.ping(source, "dropped");
+        }
+    }
 }
 
 /// A built pollhook instance. Cheap to clone.
@@ -123,7 +179,45 @@ impl App {
             )
             .map_err(AppError::Setup)?,
         );
-        let progress = Progress::with_sources(config.sources.iter().map(|s| s.name.as_str()));
+        let progress = Progress::with_sources(
+            config.sources.iter().map(|s| s.name.as_str()),
+            config
+                .sources
+                .iter()
+                .filter(|s| s.ping.is_some())
+                .map(|s| s.name.as_str()),
+        );
+        let wake = Arc::new(Notify::new());
+        let reporter: Arc<dyn Observer> = Arc::new(Reporter {
+            notices: notices.clone(),
+            wake: wake.clone(),
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            clock: clock.clone(),
+        });
+        let mut refresh = Vec::with_capacity(sources.len());
+        let mut workers = Vec::new();
+        let mut channels = Vec::with_capacity(sources.len());
+        for rt in &sources {
+            if rt.cfg.ping.is_some() {
+                let (w, h) = crate::refresh::worker(
+                    rt.clone(),
+                    store.clone(),
+                    clock.clone(),
+                    reporter.clone(),
+                );
+                channels.push((rt.cfg.name.clone(), h.tx.clone()));
+                workers.push(w);
+                refresh.push(Some(h));
+            } else {
+                // Never used: the ingress only routes to sources with `[ping]`.
+                let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+                channels.push((rt.cfg.name.clone(), tx));
+                refresh.push(None);
+            }
+        }
+        let (intake, writer) =
+            crate::refresh::intake::intake(store.clone(), clock.clone(), channels);
         Ok(App {
             inner: Arc::new(Inner {
                 config,
@@ -133,9 +227,12 @@ impl App {
                 poll_timers,
                 metrics,
                 dispatcher,
-                wake: Arc::new(Notify::new()),
+                wake,
                 notices,
                 progress,
+                refresh,
+                intake,
+                ping_tasks: std::sync::Mutex::new(Some((writer, workers))),
             }),
         })
     }
@@ -197,12 +294,60 @@ impl App {
         out
     }
 
+    /// Records pings for the source at index `source` durably (a group commit shared with
+    /// other requests) and hands them to its refresh worker. What the ingress calls before
+    /// answering 2xx.
+    pub async fn record_pings(&self, source: usize, ids: Vec<String>) -> Result<(), IntakeError> {
+        let n = ids.len();
+        self.inner.intake.record(source, ids).await?;
+        if let Some(s) = self.inner.sources.get(source) {
+            self.inner.progress.pinged(&s.cfg.name, n);
+        }
+        Ok(())
+    }
+
+    /// Pings of the source at index `source` recorded and not yet answered by a lookup.
+    pub fn ping_backlog(&self, source: usize) -> usize {
+        self.inner
+            .refresh
+            .get(source)
+            .and_then(|h| h.as_ref())
+            .map_or(0, |h| h.backlog.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Requests of `source` waiting for their turn behind the one in flight (a poll's page or
+    /// a ping's lookup); tests use it to see a lookup queued behind a page.
+    pub fn requests_waiting(&self, source: &str) -> usize {
+        self.inner
+            .sources
+            .iter()
+            .find(|s| s.cfg.name == source)
+            .map_or(0, |s| s.client.requests_waiting())
+    }
+
     fn after_poll(&self, source: &str, result: &Result<PollReport, PollError>) {
         match result {
             Ok(r) => {
-                self.inner
-                    .progress
-                    .polled(source, self.inner.clock.now_ms(), r.events.len());
+                if let Some(Some(h)) = self
+                    .inner
+                    .sources
+                    .iter()
+                    .position(|s| s.cfg.name == source)
+                    .map(|i| &self.inner.refresh[i])
+                {
+                    h.polled.notify_waiters();
+                }
+                let lost =
+                    self.inner
+                        .progress
+                        .polled(source, self.inner.clock.now_ms(), r.events.len());
+                if lost {
+                    tracing::warn!(
+                        source,
+                        polls = crate::app::progress::PINGS_LOST_AFTER,
+                        "polls keep finding changes but no ping came since: pings are being lost (check the booking system's notify URL and the ingress listener); polling still catches every change"
+                    );
+                }
                 if r.baseline {
                     tracing::info!(
                         source,
@@ -374,6 +519,18 @@ impl App {
         {
             let (app, c) = (self.clone(), cancel.clone());
             tracker.spawn(async move { app.retention_loop(c).await });
+        }
+        let ping_tasks = self
+            .inner
+            .ping_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((writer, workers)) = ping_tasks {
+            tracker.spawn(writer.run(cancel.clone()));
+            for w in workers {
+                tracker.spawn(w.run(cancel.clone()));
+            }
         }
         tracing::info!(
             sources = self.inner.sources.len(),

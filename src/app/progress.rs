@@ -1,5 +1,6 @@
-//! Per-source poll health since start (last success, failures in a row, totals), shared by the
-//! schedule loops and whoever reports it (admin API, metrics, readiness).
+//! Per-source poll health since start (last success, failures in a row, totals, whether its
+//! pings seem lost), shared by the schedule loops and whoever reports it (admin API, metrics,
+//! readiness).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,36 +18,75 @@ pub struct SourceHealth {
     pub failures_total: u64,
     /// Successful polls since start.
     pub successes_total: u64,
-    /// Events detected since start.
+    /// Events detected since start (polls and ping refreshes).
     pub events_total: u64,
+    /// Pings recorded since start.
+    pub pings_total: u64,
+    /// Polls since the last ping that found changes (which pings should have announced).
+    pub changed_polls_since_ping: u64,
+    /// True for a source with `[ping]` when [`PINGS_LOST_AFTER`] polls in a row found changes
+    /// and no ping came meanwhile: its pings are probably being lost.
+    pub pings_lost: bool,
 }
+
+/// Polls that found changes, with no ping since, after which a ping source's pings count as lost.
+pub const PINGS_LOST_AFTER: u64 = 2;
 
 /// Every source's [`SourceHealth`]. Cheap to clone.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Progress {
     inner: Arc<Mutex<BTreeMap<String, SourceHealth>>>,
+    pinged: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl Progress {
     /// Every source in `sources` known from the start, with nothing polled yet (so each is
     /// reported, e.g. a last success of 0, before its first poll succeeds).
-    pub(crate) fn with_sources<'a>(sources: impl IntoIterator<Item = &'a str>) -> Progress {
+    /// `pinged` are the sources with a `[ping]` table.
+    pub(crate) fn with_sources<'a>(
+        sources: impl IntoIterator<Item = &'a str>,
+        pinged: impl IntoIterator<Item = &'a str>,
+    ) -> Progress {
         let map = sources
             .into_iter()
             .map(|s| (s.to_string(), SourceHealth::default()))
             .collect();
         Progress {
             inner: Arc::new(Mutex::new(map)),
+            pinged: Arc::new(pinged.into_iter().map(str::to_string).collect()),
         }
     }
 
-    pub(crate) fn polled(&self, source: &str, at_ms: i64, events: usize) {
+    /// A committed poll; true when this poll made the source's pings count as lost.
+    pub(crate) fn polled(&self, source: &str, at_ms: i64, events: usize) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let h = m.entry(source.to_string()).or_default();
         h.events_total += events as u64;
+        let was_lost = h.pings_lost;
+        if events > 0 {
+            h.changed_polls_since_ping += 1;
+        }
+        h.pings_lost =
+            self.pinged.contains(source) && h.changed_polls_since_ping >= PINGS_LOST_AFTER;
         h.last_success_ms = Some(at_ms);
         h.consecutive_failures = 0;
         h.successes_total += 1;
+        h.pings_lost && !was_lost
+    }
+
+    /// Pings for `source` were recorded.
+    pub(crate) fn pinged(&self, source: &str, pings: usize) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let h = m.entry(source.to_string()).or_default();
+        h.pings_total += pings as u64;
+        h.changed_polls_since_ping = 0;
+        h.pings_lost = false;
+    }
+
+    /// A ping refresh committed `events`.
+    pub(crate) fn refreshed(&self, source: &str, events: usize) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(source.to_string()).or_default().events_total += events as u64;
     }
 
     pub(crate) fn poll_failed(&self, source: &str) {

@@ -25,7 +25,10 @@ mod validate;
 
 pub use auth::Auth;
 pub use endpoint::{BodyPreset, EndpointConfig, Format};
-pub use ping::{IngressConfig, PingConfig};
+pub use ping::{
+    IdFrom, IngressConfig, PingAuth, PingConfig, PingMethod, PingPreset, SignatureEncoding,
+    TokenPlace,
+};
 pub use secret::Secret;
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,

@@ -48,8 +48,8 @@ use checkpoint::Checkpoint;
 use index::{SnapshotIndex, id_hash};
 use page::Run;
 
-pub use probe::{ProbeReport, probe};
 pub use overlap::Overlap;
+pub use probe::{ProbeReport, probe};
 pub use runtime::{Routes, SourceRuntime};
 
 /// A poll that failed to continue this many times in a row starts afresh.

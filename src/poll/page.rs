@@ -111,7 +111,9 @@ impl Run {
             // While a lookup of it is out, what this page saw is staged whatever it is, and
             // promotion keeps whichever observation is newer.
             let unchanged = hint != Hint::InFlight
-                && prev.is_some_and(|p| p.fingerprint == obs.fingerprint && p.cancelled == obs.cancelled);
+                && prev.is_some_and(|p| {
+                    p.fingerprint == obs.fingerprint && p.cancelled == obs.cancelled
+                });
             let staged = |op, cp: &mut Checkpoint| {
                 let s = Staged {
                     op,

@@ -53,6 +53,11 @@ pub async fn look_up(rt: &SourceRuntime, id: &str, clock: &Clock) -> Result<Look
     found
 }
 
+/// Ends the overlap of a [`look_up`] that was abandoned before it answered (a stop).
+pub fn abandon(rt: &SourceRuntime, id: &str) {
+    rt.overlap.finish(id_hash(id), None);
+}
+
 /// A looked-up booking prepared outside the transaction: its JSON and observation.
 struct Prepared {
     id: String,
@@ -94,10 +99,8 @@ pub async fn commit(
         });
     }
     let (rt2, store2) = (rt.clone(), store.clone());
-    let result = blocking(move || {
-        store2.refresh(&rt2.cfg.name, |p| apply(p, &rt2, prepared))
-    })
-    .await;
+    let result =
+        blocking(move || store2.refresh(&rt2.cfg.name, |p| apply(p, &rt2, prepared))).await;
     match result {
         Ok(Ok((report, rows))) => {
             end(&rows);

@@ -51,6 +51,8 @@ pub struct SourceClient {
     pacing: tokio::sync::Mutex<Pacing>,
     /// One request at a time, in arrival order: polls and ping lookups take turns.
     turn: tokio::sync::Semaphore,
+    /// Requests waiting for their turn.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SourceClient {
@@ -97,7 +99,13 @@ impl SourceClient {
             clock,
             pacing: tokio::sync::Mutex::new(Pacing::default()),
             turn: tokio::sync::Semaphore::new(1),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Requests waiting for their turn behind the one in flight.
+    pub fn requests_waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Fetches one booking by id through the `lookup` request. `doc` is `None` when the API
@@ -215,8 +223,11 @@ impl SourceClient {
         parts: &Parts,
         page: u32,
     ) -> Result<RawPage, SourceError> {
+        use std::sync::atomic::Ordering;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         // Never closed, so the permit is always granted.
         let _turn = self.turn.acquire().await.ok();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         if !parts.query.is_empty() {
             url.query_pairs_mut().extend_pairs(parts.query.iter());
         }

@@ -126,7 +126,7 @@ pub fn id_of(
 
 /// An integral number in its one decimal spelling, whatever the JSON spelling (`7.0`, `1e3`,
 /// `-0`); `None` for a fraction or a value outside the 64-bit integers.
-fn integer_id(n: &serde_json::Number) -> Option<String> {
+pub fn integer_id(n: &serde_json::Number) -> Option<String> {
     if let Some(u) = n.as_u64() {
         return Some(u.to_string());
     }

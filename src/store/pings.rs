@@ -187,7 +187,10 @@ mod tests {
             decode(1, &[9, 0]),
             Err(StoreError::UnknownRowVersion { version: 9, .. })
         ));
-        assert!(matches!(decode(1, &[1, 0]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            decode(1, &[1, 0]),
+            Err(StoreError::Corrupt { .. })
+        ));
         let row = decode(7, &encode(-5, "abc")).unwrap();
         assert_eq!((row.seq, row.id.as_str(), row.received_ms), (7, "abc", -5));
     }

@@ -14,6 +14,7 @@ mod hostile;
 mod layout;
 mod metrics;
 mod migration;
+mod ping;
 mod pipeline;
 mod poll_failures;
 mod presets;

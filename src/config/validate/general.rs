@@ -61,7 +61,7 @@ impl Validator {
         match parsed {
             Some(n) if n >= min => n,
             Some(_) => {
-                let least = if min % (1024 * 1024) == 0 {
+                let least = if min.is_multiple_of(1024 * 1024) {
                     format!("{} MiB", min / (1024 * 1024))
                 } else {
                     format!("{} KiB", min / 1024)

@@ -121,7 +121,10 @@ impl Validator {
                     }
                 }
                 if out.is_empty() {
-                    self.bad(f("methods"), "must name at least one of \"GET\" and \"POST\"");
+                    self.bad(
+                        f("methods"),
+                        "must name at least one of \"GET\" and \"POST\"",
+                    );
                 }
                 out
             }
@@ -141,7 +144,10 @@ impl Validator {
             },
         };
         if matches!(id, Some(IdFrom::Form(_))) && !methods.contains(&PingMethod::Post) {
-            self.bad(f("id"), "a form field needs POST; add \"POST\" to methods or use { query = \"...\" }");
+            self.bad(
+                f("id"),
+                "a form field needs POST; add \"POST\" to methods or use { query = \"...\" }",
+            );
         }
         if matches!(id, Some(IdFrom::Pointer(_))) && methods.contains(&PingMethod::Get) {
             self.bad(
@@ -188,7 +194,9 @@ impl Validator {
             (None, None, Some(p)) => {
                 self.bad(
                     key,
-                    format!("`{p}` is not a JSON Pointer to the id; it starts with `/`, e.g. \"/code\""),
+                    format!(
+                        "`{p}` is not a JSON Pointer to the id; it starts with `/`, e.g. \"/code\""
+                    ),
                 );
                 None
             }
@@ -224,7 +232,9 @@ impl Validator {
             "token" => {
                 let place = match (a.place.as_deref(), a.name) {
                     (None | Some("path"), None) => TokenPlace::Path,
-                    (Some("query"), name) => TokenPlace::Query(name.unwrap_or_else(|| "token".into())),
+                    (Some("query"), name) => {
+                        TokenPlace::Query(name.unwrap_or_else(|| "token".into()))
+                    }
                     (Some("header"), name) => {
                         let name = name.unwrap_or_else(|| "X-Pollhook-Token".into());
                         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -239,7 +249,9 @@ impl Validator {
                     (Some(other), _) => {
                         self.bad(
                             f("in"),
-                            format!("`{other}` is not valid; use \"path\", \"query\" or \"header\""),
+                            format!(
+                                "`{other}` is not valid; use \"path\", \"query\" or \"header\""
+                            ),
                         );
                         return None;
                     }
@@ -275,7 +287,10 @@ impl Validator {
                     None | Some("hex") => SignatureEncoding::Hex,
                     Some("base64") => SignatureEncoding::Base64,
                     Some(o) => {
-                        self.bad(f("encoding"), format!("`{o}` is not valid; use \"hex\" or \"base64\""));
+                        self.bad(
+                            f("encoding"),
+                            format!("`{o}` is not valid; use \"hex\" or \"base64\""),
+                        );
                         SignatureEncoding::Hex
                     }
                 };
@@ -318,7 +333,10 @@ impl Validator {
             if let Some(other) = paths.insert(p.path.as_str(), s.name.as_str()) {
                 self.bad(
                     format!("sources.{}.ping.path", s.name),
-                    format!("`{}` is also the ping path of source `{other}`; give each source its own", p.path),
+                    format!(
+                        "`{}` is also the ping path of source `{other}`; give each source its own",
+                        p.path
+                    ),
                 );
             }
             if ingress.is_none() {
@@ -331,7 +349,13 @@ impl Validator {
         // A path that is a prefix of another with a token in the path would be ambiguous.
         for s in sources {
             let Some(p) = &s.ping else { continue };
-            if !matches!(p.auth, PingAuth::Token { place: TokenPlace::Path, .. }) {
+            if !matches!(
+                p.auth,
+                PingAuth::Token {
+                    place: TokenPlace::Path,
+                    ..
+                }
+            ) {
                 continue;
             }
             let prefix = format!("{}/", p.path);
@@ -359,7 +383,10 @@ fn path_problem(p: &str) -> Option<&'static str> {
     if !p.chars().all(ok_char) {
         return Some("may contain only letters, digits, `/` and - . _ ~");
     }
-    if p[1..].split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if p[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Some("has an empty, `.` or `..` segment");
     }
     None

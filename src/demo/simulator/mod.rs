@@ -45,11 +45,14 @@ mod beds24;
 mod checkfront;
 mod faults;
 mod hostaway;
+mod pinger;
 mod rezgo;
 mod smoobu;
 #[cfg(test)]
 mod test_support;
 mod vendor;
+
+pub use pinger::{PingShape, Pinger};
 
 pub use beds24::{BEDS24_REFRESH_TOKEN, BEDS24_V1_APIKEY, BEDS24_V1_PROPKEY};
 pub use checkfront::{CHECKFRONT_KEY, CHECKFRONT_SECRET};
@@ -246,6 +249,8 @@ struct SimState {
     next_id: u64,
     rng: StdRng,
     requests: u64,
+    /// Lookups (`?id=`) served.
+    lookups: u64,
     fail_remaining: u32,
     fail_status: u16,
     corrupt_pages: Vec<u32>,
@@ -272,6 +277,10 @@ struct Shared {
     page_size: usize,
     changes: broadcast::Sender<SimChange>,
     cancel: CancellationToken,
+    /// True while lookups (`?id=`) are held unanswered ([`Simulator::hold_lookups`]).
+    lookups_held: tokio::sync::watch::Sender<bool>,
+    /// Listing pages held unanswered ([`Simulator::hold_page`]).
+    pages_held: tokio::sync::watch::Sender<std::collections::BTreeSet<usize>>,
 }
 
 impl Shared {
@@ -487,6 +496,7 @@ impl Simulator {
                 bookings,
                 rng,
                 requests: 0,
+                lookups: 0,
                 fail_remaining: 0,
                 fail_status: 500,
                 corrupt_pages: Vec::new(),
@@ -500,6 +510,8 @@ impl Simulator {
             page_size: cfg.page_size.max(1),
             changes: broadcast::channel(CHANGE_CAPACITY).0,
             cancel: cancel.clone(),
+            lookups_held: tokio::sync::watch::channel(false).0,
+            pages_held: tokio::sync::watch::channel(Default::default()).0,
         });
 
         let app = router(Arc::clone(&shared));
@@ -543,6 +555,28 @@ impl Simulator {
     /// `http://127.0.0.1:PORT/api/v2/bookings`, the listing a poller fetches.
     pub fn bookings_url(&self) -> String {
         format!("{}{BOOKINGS_PATH}", self.shared.base_url)
+    }
+
+    /// Lookups by id (`GET /api/v2/bookings?id=N`) served so far.
+    pub fn lookups(&self) -> u64 {
+        self.shared.lock().lookups
+    }
+
+    /// While held, lookups by id wait unanswered (a slow API; a crash while a lookup is out).
+    pub fn hold_lookups(&self, held: bool) {
+        self.shared.lookups_held.send_replace(held);
+    }
+
+    /// While held, requests for listing page `page` wait unanswered (a poll paused between
+    /// pages, so a test can change bookings and send pings in the middle of it).
+    pub fn hold_page(&self, page: usize, held: bool) {
+        self.shared.pages_held.send_modify(|set| {
+            if held {
+                set.insert(page);
+            } else {
+                set.remove(&page);
+            }
+        });
     }
 
     /// Stops the server (after in-flight requests) and the pace task.
@@ -847,9 +881,26 @@ fn positive_param(params: &[(String, String)], name: &str) -> Result<Option<usiz
     }
 }
 
-/// `GET /api/v2/bookings?page=N&perPage=M`: one page of bookings sorted by id.
+/// `GET /api/v2/bookings?page=N&perPage=M`: one page of bookings sorted by id; with `?id=N`,
+/// that booking alone (a lookup).
 async fn list_bookings(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
     let params = Query::<Vec<(String, String)>>::try_from_uri(&uri).map(|q| q.0);
+    if let Some(id) = params
+        .as_ref()
+        .ok()
+        .and_then(|p| p.iter().find(|(k, _)| k == "id"))
+        .map(|(_, v)| v.clone())
+    {
+        return lookup_booking(shared, &id).await;
+    }
+    let asked = params
+        .as_ref()
+        .ok()
+        .and_then(|p| p.iter().find(|(k, _)| k == "page"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(1);
+    let mut held = shared.pages_held.subscribe();
+    let _ = held.wait_for(|set| !set.contains(&asked)).await;
 
     let (data, next_exists, fault, page) = {
         let mut st = shared.lock();
@@ -944,6 +995,32 @@ async fn one_booking(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
         .map(Booking::to_json)
         .into_iter()
         .collect();
+    axum::Json(json!({
+        "success": true,
+        "type": "booking",
+        "count": data.len(),
+        "data": data,
+    }))
+    .into_response()
+}
+
+async fn lookup_booking(shared: Arc<Shared>, id: &str) -> Response {
+    let mut held = shared.lookups_held.subscribe();
+    // Waits while held (the sender lives as long as `shared`).
+    let _ = held.wait_for(|h| !*h).await;
+    let Ok(id) = id.trim().parse::<u64>() else {
+        return error_response(400, "invalid booking id");
+    };
+    let data: Vec<Value> = {
+        let mut st = shared.lock();
+        st.requests += 1;
+        st.lookups += 1;
+        st.bookings
+            .get(&id)
+            .map(Booking::to_json)
+            .into_iter()
+            .collect()
+    };
     axum::Json(json!({
         "success": true,
         "type": "booking",
