@@ -170,6 +170,8 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
             tokio::spawn(crate::admin::serve(l, app.clone(), round.clone()))
         });
         let ingress = ingress.map(|(l, addr)| {
+            // The bound address (the configured port may be 0).
+            let addr = l.local_addr().unwrap_or(addr);
             tracing::info!(%addr, "ingress listener up (pings)");
             tokio::spawn(crate::ingress::serve(l, app.clone(), round.clone()))
         });

@@ -206,13 +206,13 @@ impl App {
                     clock.clone(),
                     reporter.clone(),
                 );
-                channels.push((rt.cfg.name.clone(), h.tx.clone()));
+                channels.push((rt.cfg.name.clone(), h.tx.clone(), h.backlog.clone()));
                 workers.push(w);
                 refresh.push(Some(h));
             } else {
                 // Never used: the ingress only routes to sources with `[ping]`.
                 let (tx, _) = tokio::sync::mpsc::unbounded_channel();
-                channels.push((rt.cfg.name.clone(), tx));
+                channels.push((rt.cfg.name.clone(), tx, Default::default()));
                 refresh.push(None);
             }
         }

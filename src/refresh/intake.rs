@@ -2,6 +2,9 @@
 //! connection are gathered into group commits (one fsynced transaction for all that wait), then
 //! each source's refresh worker is handed its pings.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -40,16 +43,17 @@ pub struct Writer {
     rx: mpsc::Receiver<Request>,
     store: Store,
     clock: Clock,
-    /// Per source index: its name and its refresh worker.
-    workers: Vec<(String, mpsc::UnboundedSender<PingIn>)>,
+    /// Per source index: its name, its refresh worker and its backlog count.
+    workers: Vec<Target>,
 }
 
-/// An intake and its writer; `workers` are the sources' names and refresh workers, by index.
-pub fn intake(
-    store: Store,
-    clock: Clock,
-    workers: Vec<(String, mpsc::UnboundedSender<PingIn>)>,
-) -> (Intake, Writer) {
+/// Where one source's recorded pings go: its name, its refresh worker, and the count of pings
+/// recorded and not yet answered (raised here, before the ingress answers, so a full backlog is
+/// seen at once).
+pub type Target = (String, mpsc::UnboundedSender<PingIn>, Arc<AtomicUsize>);
+
+/// An intake and its writer; `workers` are the sources' targets, by index.
+pub fn intake(store: Store, clock: Clock, workers: Vec<Target>) -> (Intake, Writer) {
     let (tx, rx) = mpsc::channel(4 * GROUP);
     (
         Intake { tx },
@@ -98,7 +102,7 @@ impl Writer {
         let mut pings = Vec::new();
         let mut valid = Vec::with_capacity(group.len());
         for r in group {
-            let Some((name, _)) = self.workers.get(r.source) else {
+            let Some((name, _, _)) = self.workers.get(r.source) else {
                 let _ = r.reply.send(Err(IntakeError::Stopping));
                 continue;
             };
@@ -116,7 +120,8 @@ impl Writer {
             Ok(seqs) => {
                 let mut seqs = seqs.into_iter();
                 for r in valid {
-                    if let Some((_, worker)) = self.workers.get(r.source) {
+                    if let Some((_, worker, backlog)) = self.workers.get(r.source) {
+                        backlog.fetch_add(r.ids.len(), Ordering::SeqCst);
                         for id in r.ids {
                             if let Some(seq) = seqs.next() {
                                 // A worker that is gone stops with this round; the ping is

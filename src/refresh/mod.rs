@@ -173,8 +173,8 @@ impl Worker {
         }
     }
 
+    /// Queues a ping the intake recorded (and counted in the backlog).
     fn push(&self, queue: &mut Queue, p: PingIn) {
-        self.backlog.fetch_add(1, Ordering::SeqCst);
         if queue.push(&p.id, p.seq, p.received_ms, Instant::now()) == Pushed::Coalesced {
             self.observer.coalesced(self.name());
         }

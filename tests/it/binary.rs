@@ -117,7 +117,7 @@ fn environment_overrides_are_validated_like_the_file() {
 /// What a daemon test starts from: the simulator, the receiver, the temp dir, the config text
 /// (polling every second, `tweak` applied), the config file and the daemon's log file. No app runs
 /// in this process: the daemon under test owns the state file.
-async fn daemon_setup(
+pub(crate) async fn daemon_setup(
     opts: Options,
     tweak: impl Fn(String) -> String,
 ) -> (
@@ -142,10 +142,10 @@ async fn daemon_setup(
     (sim, receiver, dir, toml, config, log)
 }
 
-struct Daemon(std::process::Child);
+pub(crate) struct Daemon(std::process::Child);
 
 impl Daemon {
-    fn start(config: &std::path::Path, log: &std::path::Path) -> Daemon {
+    pub(crate) fn start(config: &std::path::Path, log: &std::path::Path) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -162,7 +162,7 @@ impl Daemon {
         Daemon(child)
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         // Child::kill sends SIGKILL on Unix: no chance to clean up.
         self.0.kill().unwrap();
         self.0.wait().unwrap();

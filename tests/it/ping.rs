@@ -375,3 +375,78 @@ async fn a_full_backlog_answers_429_and_polling_goes_on() {
     assert!(p.t.sim.modify_booking(1002));
     assert_eq!(p.t.poll().await, 1, "polling is never starved");
 }
+
+/// The ingress address the daemon logged.
+fn logged_ingress(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("ingress listener up"))?;
+    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+    Some(format!("http://{addr}"))
+}
+
+/// kill -9 right after the 2xx: the ping was recorded before the answer, so the restarted
+/// daemon looks the booking up and delivers the change, once, even though no poll succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_acknowledged_just_before_kill_9_still_delivers_its_change_once() {
+    use crate::binary::{Daemon, daemon_setup};
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("ping-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let opts = Options {
+        initial_bookings: 3,
+        page_size: 2,
+        admin_extra: "[ingress]\nlisten = \"127.0.0.1:0\"\n".into(),
+        source_extra: format!(
+            "[sources.hotel.lookup]\nquery = {{ id = \"{{{{ id }}}}\" }}\n[sources.hotel.ping]\n{}\n",
+            BEDS24.replace("{TOKEN_FILE}", &token_file.display().to_string())
+        ),
+        ..Options::default()
+    };
+    let (sim, receiver, dir, _toml, config, log) =
+        daemon_setup(opts, |t| t.replace("every = \"1s\"", "every = \"1h\"")).await;
+    let start = || Daemon::start(&config, &log);
+    let mut daemon = start();
+    wait_until("the ingress listener", Duration::from_secs(20), || {
+        logged_ingress(&log).is_some()
+    })
+    .await;
+    wait_until("the baseline poll", Duration::from_secs(20), || {
+        sim.requests() >= 2
+    })
+    .await;
+    let ingress = logged_ingress(&log).unwrap();
+    sim.hold_lookups(true);
+    assert!(sim.modify_booking(1001));
+    let (status, body) = get(&format!("{ingress}/ping/hotel?token={TOKEN}&bookid=1001")).await;
+    assert_eq!(status, 200, "{body}");
+    daemon.kill9();
+    // The ping is in the state file.
+    let store_path = dir.path().join("state.redb");
+    {
+        let store = pollhook::store::Store::open(&store_path).unwrap();
+        assert_eq!(store.count_pings("hotel").unwrap(), 1);
+    }
+    // Polls fail from now on: only the recorded ping can bring the change.
+    sim.fail_next(u32::MAX, 500);
+    sim.hold_lookups(false);
+    let _daemon = start();
+    wait_until("the change delivered", Duration::from_secs(30), || {
+        !receiver.accepted().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.accepted();
+    let ids: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one event: {got:?}");
+    let body = got[0].json().unwrap();
+    assert_eq!(
+        (body["status"].as_str(), body["booking_id"].as_str()),
+        (Some("modify"), Some("1001"))
+    );
+}
