@@ -118,6 +118,9 @@ pub enum Command {
         /// How often pollhook polls the simulated API (at least 1s).
         #[arg(long, value_name = "DURATION", default_value = "2s")]
         poll_every: String,
+        /// The simulated API pings pollhook after each change (ping-triggered refresh).
+        #[arg(long)]
+        ping: bool,
     },
 }
 
@@ -277,6 +280,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             duration,
             pace,
             poll_every,
+            ping,
         } => {
             let parse = |key: &str, s: &str| -> anyhow::Result<Duration> {
                 crate::config::parse_duration(s).map_err(|m| anyhow::anyhow!("--{key}: {m}"))
@@ -288,6 +292,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .transpose()?,
                 pace: parse("pace", &pace)?,
                 poll_every: parse("poll-every", &poll_every)?,
+                ping,
             };
             init_logging(&LogConfig {
                 format: LogFormat::Text,

@@ -99,6 +99,9 @@ pub struct DemoOptions {
     pub pace: Duration,
     /// How often pollhook polls the simulator.
     pub poll_every: Duration,
+    /// The simulator pings pollhook's ingress after each change (Beds24 v1 style), so changes
+    /// are looked up at once instead of waiting for the next poll.
+    pub ping: bool,
 }
 
 /// Why the demo could not run.
@@ -150,6 +153,31 @@ pub async fn run(
     );
     let secret_path = dir.path().join("crm.secret");
     std::fs::write(&secret_path, &secret)?;
+    let ping_token = format!("{:032x}", rand::random::<u128>());
+    let token_path = dir.path().join("ping.token");
+    std::fs::write(&token_path, &ping_token)?;
+    let ingress_listener = if opts.ping {
+        Some(tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?)
+    } else {
+        None
+    };
+    let ping_tables = match &ingress_listener {
+        Some(l) => format!(
+            r#"
+[ingress]
+listen = "{addr}"
+[sources.demo.lookup]
+query = {{ id = "{{{{ id }}}}" }}
+[sources.demo.ping]
+preset = "beds24_v1"
+path = "/ping/demo"
+auth = {{ type = "token", in = "query", secret = {{ file = {token:?} }} }}
+"#,
+            addr = l.local_addr()?,
+            token = token_path.display().to_string(),
+        ),
+        None => String::new(),
+    };
 
     let sim = simulator::Simulator::start(simulator::SimConfig {
         page_size: 5,
@@ -178,6 +206,7 @@ ignore_fields = ["/modifiedTime"]
 [sources.demo.pagination]
 style = "next_link"
 next = "/pages/nextPageLink"
+{ping_tables}
 
 [endpoints.crm]
 url = {crm:?}
@@ -199,6 +228,14 @@ secrets = [{{ file = {secret:?} }}]
     );
     let config = Config::from_toml_str(&toml, "demo.toml")?;
     let app = App::build(config)?;
+    let _pinger = match ingress_listener {
+        Some(l) => {
+            let url = format!("http://{}/ping/demo?token={ping_token}", l.local_addr()?);
+            tokio::spawn(crate::ingress::serve(l, app.clone(), cancel.child_token()));
+            Some(sim.ping_to(&url, simulator::PingShape::Beds24V1))
+        }
+        None => None,
+    };
 
     let _ = writeln!(
         out,
@@ -220,10 +257,18 @@ secrets = [{{ file = {secret:?} }}]
         "  state        {}",
         dir.path().join("pollhook.redb").display()
     );
+    if opts.ping {
+        let _ = writeln!(
+            out,
+            "  pings        on: the booking API pings pollhook after each change (Beds24 v1 style); polls stay the safety net"
+        );
+    }
     let _ = writeln!(
         out,
         "  The first poll records a baseline; changes after it are pushed. Ctrl-C to stop.\n"
     );
+    // When each booking last changed, to show how long detection took.
+    let mut changed_at: std::collections::HashMap<u64, std::time::Instant> = Default::default();
 
     let mut sim_changes = sim.on_change();
     let mut notices = app.subscribe();
@@ -250,6 +295,7 @@ secrets = [{{ file = {secret:?} }}]
                     if summary.simulated % 6 == 0 {
                         receiver.fail_next(1, 503);
                     }
+                    changed_at.insert(c.id, std::time::Instant::now());
                     let _ = writeln!(out, "{}  booking API  booking {} {}", clock(), c.id, c.kind);
                 }
                 Err(RecvError::Lagged(_)) => {}
@@ -260,7 +306,11 @@ secrets = [{{ file = {secret:?} }}]
                     summary.detected += 1;
                     let fields: Vec<&str> = e.changes.iter().map(|c| c.path.as_str()).collect();
                     let detail = if fields.is_empty() { String::new() } else { format!("  changed: {}", fields.join(", ")) };
-                    let _ = writeln!(out, "{}  detected     {:<6} booking {}  {}{}", clock(), e.kind.status_word(), e.booking_id, e.id, detail);
+                    let after = e.booking_id.parse::<u64>().ok()
+                        .and_then(|id| changed_at.remove(&id))
+                        .map(|t| format!("  ({} ms after the change)", t.elapsed().as_millis()))
+                        .unwrap_or_default();
+                    let _ = writeln!(out, "{}  detected     {:<6} booking {}  {}{}{}", clock(), e.kind.status_word(), e.booking_id, e.id, after, detail);
                 }
                 Ok(Notice::Attempted { endpoint, event, delivery }) => {
                     let last = delivery.history.last();
