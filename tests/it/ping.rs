@@ -197,6 +197,14 @@ async fn a_lost_ping_is_caught_by_the_next_poll_and_lost_pings_are_reported() {
         p.t.app.source_health()["hotel"].pings_lost,
         "two polls found changes no ping announced"
     );
+    let admin = start_admin(&p.t.app, &p.cancel).await;
+    let ready: serde_json::Value = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["sources"]["hotel"]["pings_lost"], true, "{ready}");
     assert_eq!(pinger.dropped(), 2);
     // Pings come back: the report clears.
     pinger.set_dropping(false);
@@ -223,6 +231,20 @@ async fn a_burst_of_pings_for_one_booking_is_one_lookup() {
     p.wait_no_pings().await;
     assert_eq!(p.t.sim.lookups(), 1, "ten pings, one lookup");
     assert_eq!(p.events().await.len(), 1);
+    let admin = start_admin(&p.t.app, &p.cancel).await;
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"pollhook_pings_total{source="hotel",outcome="recorded"} 10"#,
+        r#"pollhook_pings_total{source="hotel",outcome="coalesced"} 9"#,
+        r#"pollhook_ping_to_commit_seconds_count{source="hotel"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
 }
 
 /// Runs the futures concurrently and collects their outputs in order.
