@@ -174,9 +174,11 @@ impl App {
                 self.inner
                     .progress
                     .polled(source, self.inner.clock.now_ms(), r.events.len());
+                let mode = if r.full { "full" } else { "incremental" };
                 if r.baseline {
                     tracing::info!(
                         source,
+                        mode = %mode,
                         bookings = r.bookings,
                         pages = r.pages,
                         "baseline recorded; no events for what already existed"
@@ -184,6 +186,7 @@ impl App {
                 } else {
                     tracing::info!(
                         source,
+                        mode = %mode,
                         bookings = r.bookings,
                         pages = r.pages,
                         events = r.events.len(),

@@ -20,8 +20,11 @@ pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow
     }
     for s in selected {
         println!("{} ({}):", s.name, s.url);
-        match crate::poll::probe(s).await {
+        match crate::poll::probe(s, Some(&config.store_path)).await {
             Ok(r) => {
+                if let Some(t) = &r.token {
+                    println!("  token: {t}");
+                }
                 println!("  {} page(s), {} booking(s)", r.pages, r.bookings);
                 match &r.sample {
                     Some((id, status)) => println!(

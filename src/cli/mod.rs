@@ -119,6 +119,13 @@ pub enum Command {
     },
 }
 
+/// `check`: settings that are valid but have no effect, on stderr (the file is still OK).
+fn print_warnings(c: &Config) {
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
@@ -137,8 +144,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             probe,
             source,
         } => match Config::load(&config) {
-            Ok(c) if probe => commands::probe_sources(&c, source.as_deref()).await,
+            Ok(c) if probe => {
+                print_warnings(&c);
+                commands::probe_sources(&c, source.as_deref()).await
+            }
             Ok(c) => {
+                print_warnings(&c);
                 println!(
                     "{}: OK ({} source(s): {}; {} endpoint(s): {})",
                     config.display(),
@@ -165,6 +176,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
+            cfg.log_warnings();
             crate::daemon::run(&config, cfg)
                 .await
                 .with_context(|| format!("running with {}", config.display()))?;
@@ -173,6 +185,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Once { config } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
+            cfg.log_warnings();
             let app =
                 App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
             let mut failed = false;

@@ -9,6 +9,7 @@ mod chaos;
 mod crash;
 mod delivery_failures;
 mod endpoints;
+mod frictions;
 mod layout;
 mod migration;
 mod pipeline;
