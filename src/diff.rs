@@ -54,7 +54,13 @@ impl Only {
         if toks.iter().any(|t| t == WILDCARD) {
             Only::Pattern(
                 toks.into_iter()
-                    .map(|t| if t == WILDCARD { Step::Any } else { Step::Token(t) })
+                    .map(|t| {
+                        if t == WILDCARD {
+                            Step::Any
+                        } else {
+                            Step::Token(t)
+                        }
+                    })
                     .collect(),
             )
         } else {
@@ -688,7 +694,11 @@ mod tests {
         let c = order(["u1", "u2"], "12.00");
         let ch = compare(&p, Some(&a), &c).unwrap();
         let paths: Vec<&str> = ch.changes.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, ["/positions/0/price"], "the concrete path is reported");
+        assert_eq!(
+            paths,
+            ["/positions/0/price"],
+            "the concrete path is reported"
+        );
         // Without the wildcard, only the first position's secret would be ignored.
         let literal = ignoring(&["/positions/0/secret"]);
         assert_ne!(
@@ -742,7 +752,10 @@ mod tests {
         );
         // Object members, and a wildcard at the end takes the whole value of each.
         let p = only(&["/invoices/*"]);
-        assert_eq!(p.significant(&a), json!({"invoices": {"inv1": a["invoices"]["inv1"]}}));
+        assert_eq!(
+            p.significant(&a),
+            json!({"invoices": {"inv1": a["invoices"]["inv1"]}})
+        );
         // Without a wildcard the pointer is read as RFC 6901 says (`01` is no index).
         let p = only(&["/positions/01/id", "/positions/1/id"]);
         assert_eq!(p.significant(&a), json!({"positions": {"1": {"id": 2}}}));

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::clock::Clock;
 use crate::config::EndpointConfig;
 use crate::http::{Authorizer, TokenCache};
+use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, Event};
 use crate::store::{Disabled, Store};
 
@@ -62,6 +63,8 @@ struct EndpointRuntime {
     permits: Arc<Semaphore>,
     auth: Authorizer,
     health: health::Health,
+    /// Where each attempt's latency is recorded.
+    latency: Recorder,
     /// Sequence numbers of the deliveries launched and not yet committed.
     in_flight: Mutex<std::collections::HashSet<u64>>,
 }
@@ -76,12 +79,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed).
+    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed). Each
+    /// attempt's latency is recorded in `metrics`.
     pub fn new(
         store: Store,
         clock: Clock,
         endpoints: &[EndpointConfig],
         notices: broadcast::Sender<Notice>,
+        metrics: &Metrics,
     ) -> Result<Dispatcher, String> {
         let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
         let mut map = HashMap::new();
@@ -104,6 +109,7 @@ impl Dispatcher {
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     auth,
                     health: health::Health::default(),
+                    latency: metrics.delivery_latency(&ep.name),
                     in_flight: Mutex::new(Default::default()),
                 }),
             );

@@ -997,8 +997,8 @@ mod tests {
             assert_eq!(&got, want, "block {i}: docs/presets.md is out of date");
         }
         let xml = fenced_blocks(md, "xml");
-        let want = String::from_utf8(to_vec(BodyPreset::Rezgo, &rezgo_doc_event(), 1).unwrap())
-            .unwrap();
+        let want =
+            String::from_utf8(to_vec(BodyPreset::Rezgo, &rezgo_doc_event(), 1).unwrap()).unwrap();
         assert_eq!(
             xml,
             [format!("{want}\n")],

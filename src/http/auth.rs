@@ -330,10 +330,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("token");
         std::fs::write(&secret, "t0k\n").unwrap();
-        let auth = auth.replace("SECRET", &format!("{{ file = {:?} }}", secret.display().to_string()));
-        let text = format!(
-            "[sources.s]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\nauth = {auth}\n"
+        let auth = auth.replace(
+            "SECRET",
+            &format!("{{ file = {:?} }}", secret.display().to_string()),
         );
+        let text =
+            format!("[sources.s]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\nauth = {auth}\n");
         let c = Config::from_toml_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
         c.sources[0].auth.clone()
     }
@@ -348,7 +350,13 @@ mod tests {
         )
         .unwrap();
         let req = reqwest::Client::new().get("http://127.0.0.1:1/b");
-        a.apply(req).await.unwrap().build().unwrap().headers().clone()
+        a.apply(req)
+            .await
+            .unwrap()
+            .build()
+            .unwrap()
+            .headers()
+            .clone()
     }
 
     #[tokio::test]
@@ -377,9 +385,7 @@ mod tests {
                 other => panic!("expected problems, got {other:?}"),
             }
         };
-        let p = problems(
-            "{ type = \"bearer\", prefix = \"Token \", secret = { env = \"PATH\" } }",
-        );
+        let p = problems("{ type = \"bearer\", prefix = \"Token \", secret = { env = \"PATH\" } }");
         assert_eq!(p[0].key, "sources.s.auth.prefix", "{p:?}");
         let p = problems(
             "{ type = \"header\", name = \"x\", prefix = \"bad\\n\", secret = { env = \"PATH\" } }",

@@ -191,7 +191,11 @@ async fn check_probe_reuses_the_cached_token_and_says_when_the_state_file_is_hel
         );
         assert!(stdout.contains("3 booking(s)"), "{stdout}");
     }
-    assert_eq!(sim.tokens_minted(), 2, "no credits spent on tokens by probes");
+    assert_eq!(
+        sim.tokens_minted(),
+        2,
+        "no credits spent on tokens by probes"
+    );
 
     // While a daemon holds the state file, the probe cannot read it, mints, and says so.
     let held = pollhook::store::Store::open(&state).unwrap();
@@ -199,7 +203,8 @@ async fn check_probe_reuses_the_cached_token_and_says_when_the_state_file_is_hel
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("is held by a running pollhook") && stdout.contains("a new token is minted"),
+        stdout.contains("is held by a running pollhook")
+            && stdout.contains("a new token is minted"),
         "{stdout}"
     );
     assert_eq!(sim.tokens_minted(), 3);
@@ -213,7 +218,10 @@ async fn a_second_instance_on_a_busy_admin_port_is_told_what_to_set() {
     let t = spawn_app(Options::default()).await;
     let toml = t
         .toml
-        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "listen = \"off\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
         .replace(
             &t.dir.path().join("state.redb").display().to_string(),
             &t.dir.path().join("second.redb").display().to_string(),
@@ -232,8 +240,7 @@ async fn a_second_instance_on_a_busy_admin_port_is_told_what_to_set() {
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
-                    .unwrap();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
                 return Some((s, err));
             }
             if std::time::Instant::now() > deadline {
@@ -326,7 +333,8 @@ pagination = {{ style = "next_link", next = "/next" }}
 
 #[test]
 fn the_readme_shows_the_default_retry_schedule_next_to_the_standard_webhooks_one() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let rows: Vec<&str> = readme
         .lines()
         .map(str::trim)

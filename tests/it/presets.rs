@@ -305,7 +305,10 @@ async fn beds24_v2_a_cancelled_booking_that_left_the_window_is_found_by_its_look
     p.poll().await;
     let id = p.sim.bookings()[0]["id"].as_u64().unwrap();
     let past = chrono::Utc::now().date_naive() - chrono::Days::new(30);
-    assert!(p.sim.set_booking_dates(id, past, past + chrono::Days::new(2)));
+    assert!(
+        p.sim
+            .set_booking_dates(id, past, past + chrono::Days::new(2))
+    );
     assert!(p.sim.cancel_booking(id));
     p.app.clock().advance(Duration::from_millis(2));
     let r = p.app.poll_now("beds24").await.unwrap();
@@ -502,7 +505,10 @@ async fn rezgo_preset_delivers_the_booking_as_rezgo_xml_to_a_receiver() {
             .collect();
         assert_eq!(bookings.len(), 1, "{text}");
         let b = bookings[0];
-        assert_eq!(rezgo_field(b, "trans_num"), Some(format!("SIM{id}").as_str()));
+        assert_eq!(
+            rezgo_field(b, "trans_num"),
+            Some(format!("SIM{id}").as_str())
+        );
         assert_eq!(
             rezgo_field(b, "item_id"),
             Some(stored["roomId"].to_string().as_str())

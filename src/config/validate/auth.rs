@@ -43,11 +43,9 @@ impl Validator {
                 let name = self.auth_header_name(key, "name", name);
                 let prefix = a.prefix.clone().unwrap_or_default();
                 let value = self.auth_secret(key, &a).and_then(|s| {
-                    let valid = reqwest::header::HeaderValue::from_str(&format!(
-                        "{prefix}{}",
-                        s.expose()
-                    ))
-                    .is_ok();
+                    let valid =
+                        reqwest::header::HeaderValue::from_str(&format!("{prefix}{}", s.expose()))
+                            .is_ok();
                     if valid {
                         Some(s)
                     } else if reqwest::header::HeaderValue::from_str(&prefix).is_err() {

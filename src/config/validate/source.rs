@@ -80,10 +80,7 @@ impl Validator {
         let (sync, incremental) = self.sync(&k, &mut rs);
         let politeness = self.politeness(&k, &mut rs);
         self.auth_base = url.clone();
-        let auth = rs
-            .auth
-            .take()
-            .map(|a| self.auth(&k("auth"), a, AUTH_TYPES));
+        let auth = rs.auth.take().map(|a| self.auth(&k("auth"), a, AUTH_TYPES));
         self.auth_base = None;
         let auth = match auth {
             None => Auth::None,
@@ -107,6 +104,11 @@ impl Validator {
         let url = url?;
         let schedule = schedule?;
         let headers = self.headers(&k("headers"), rs.headers);
+        let redactor = super::secret::redactor(
+            &auth,
+            request.secrets.values(),
+            [Some(&url), policy.lookup.as_ref().map(|l| &l.url)],
+        );
         Some(SourceConfig {
             name: name.to_string(),
             url,
@@ -141,6 +143,7 @@ impl Validator {
             max_pages,
             resume_within,
             pagination,
+            redactor,
         })
     }
 
