@@ -3,6 +3,7 @@
 //! errors (anyhow) and maps outcomes to exit codes; no pipeline logic.
 
 mod commands;
+mod generate;
 mod logging;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::{Config, LogConfig, LogFormat};
 
+pub use generate::{GenerateError, generate};
 pub use logging::init_logging;
 
 /// pollhook: turns a booking API without webhooks into webhooks.
@@ -118,6 +120,14 @@ pub enum Command {
         /// How often pollhook polls the simulated API (at least 1s).
         #[arg(long, value_name = "DURATION", default_value = "2s")]
         poll_every: String,
+    },
+    /// Write shell completions (bash, zsh, fish) and man pages from these definitions (used
+    /// when building the Debian package).
+    #[command(hide = true)]
+    Generate {
+        /// Directory to write `completions/` and `man/` into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -285,6 +295,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let target = commands::AdminTarget::resolve(&admin)?;
             let url = format!("{}/endpoints/{endpoint}/enable", target.base);
             target.call(reqwest::Method::POST, &url).await
+        }
+        Command::Generate { out } => {
+            for f in generate(&out)? {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             duration,

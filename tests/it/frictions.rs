@@ -1,7 +1,8 @@
 //! What new users stumbled on (issue 11), each checked where they met it: the real binary's log
 //! and `check` with a shipped preset, `check --probe` beside a state file, a second instance on
-//! a busy admin port, when a change counts as detected, and the retry schedule the README
-//! documents.
+//! a busy admin port, when a change counts as detected, the retry schedule the README
+//! documents, and the pretix preset (a token scheme before the secret, `*` over positions)
+//! against a small pretix-shaped server.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -376,4 +377,160 @@ fn the_readme_shows_the_default_retry_schedule_next_to_the_standard_webhooks_one
     assert!(example.contains(
         "# Default: [\"0s\", \"5s\", \"5m\", \"30m\", \"2h\", \"5h\", \"10h\", \"10h\"]"
     ));
+}
+
+/// One request to [`Pretix`]: its `Authorization` header and its query.
+type Seen = (Option<String>, Option<String>);
+
+/// A pretix-shaped orders API: two pages linked by an absolute `next`, recording the
+/// `Authorization` header and the query of every request.
+struct Pretix {
+    orders: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    url: String,
+}
+
+async fn pretix() -> Pretix {
+    let orders = Arc::new(std::sync::Mutex::new(
+        ["ABC12", "XYZ34"]
+            .iter()
+            .map(|code| {
+                serde_json::json!({
+                    "code": code, "status": "p", "last_modified": "2026-01-01T00:00:00Z",
+                    "downloads": [{"output": "pdf", "url": format!("https://x/{code}/a")}],
+                    "positions": [
+                        {"id": 1, "price": "10.00", "secret": "s1a", "downloads": []},
+                        {"id": 2, "price": "12.00", "secret": "s2a", "downloads": []}
+                    ]
+                })
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "http://{}/api/v1/organizers/o/events/e/orders/",
+        listener.local_addr().unwrap()
+    );
+    let (o, s, b) = (orders.clone(), seen.clone(), base.clone());
+    let app = axum::Router::new().route(
+        "/api/v1/organizers/o/events/e/orders/",
+        axum::routing::get(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                s.lock().unwrap().push((auth, uri.query().map(str::to_string)));
+                let all = o.lock().unwrap().clone();
+                let second = uri.query().is_some_and(|q| q.contains("page=2"));
+                let body = if second {
+                    serde_json::json!({"count": 2, "next": null, "results": [all[1]]})
+                } else {
+                    serde_json::json!({"count": 2, "next": format!("{b}?page=2"), "results": [all[0]]})
+                };
+                axum::Json(body).into_response()
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Pretix {
+        orders,
+        seen,
+        url: base,
+    }
+}
+
+#[tokio::test]
+async fn the_pretix_preset_sends_its_token_scheme_and_ignores_every_positions_secret() {
+    let api = pretix().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, value) in [("pretix-api-token", "t0k"), ("crm-webhook-secret", SECRET)] {
+        std::fs::write(dir.path().join(file), format!("{value}\n")).unwrap();
+    }
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pretix.toml"))
+            .unwrap()
+            .replace(
+                "/etc/pollhook/credentials/",
+                &format!("{}/", dir.path().display()),
+            )
+            .replace(
+                "/var/lib/pollhook/pollhook.redb",
+                &dir.path().join("state.redb").display().to_string(),
+            )
+            .replace(
+                "https://pretix.eu/api/v1/organizers/ORGANIZER/events/EVENT/orders/",
+                &api.url,
+            )
+            .replace("https://crm.example.com", "http://127.0.0.1:9")
+            + "[admin]\nlisten = \"off\"\n";
+    let app = build(&text);
+    let r = app.poll_now("pretix").await.unwrap();
+    assert!(r.baseline && r.bookings == 2, "{r:?}");
+
+    // pretix regenerates secrets and download links: no change for the receiver...
+    {
+        let mut o = api.orders.lock().unwrap();
+        for order in o.iter_mut() {
+            for (i, p) in order["positions"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .enumerate()
+            {
+                p["secret"] = format!("new{i}").into();
+                p["downloads"] = serde_json::json!([{"output": "pdf", "url": "https://x/new"}]);
+            }
+            order["downloads"] = serde_json::json!([]);
+            order["last_modified"] = "2026-01-02T00:00:00Z".into();
+        }
+        // ...but a price on the second position of the second order is one.
+        o[1]["positions"][1]["price"] = "15.00".into();
+    }
+    let r = app.poll_now("pretix").await.unwrap();
+    let got: Vec<(&str, &str)> = r
+        .events
+        .iter()
+        .map(|e| (e.kind.status_word(), e.booking_id.as_str()))
+        .collect();
+    assert_eq!(got, [("modify", "XYZ34")]);
+    let paths: Vec<&str> = r.events[0]
+        .changes
+        .iter()
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/positions/1/price"]);
+
+    api.orders.lock().unwrap()[0]["status"] = "c".into();
+    let r = app.poll_now("pretix").await.unwrap();
+    let got: Vec<(&str, &str)> = r
+        .events
+        .iter()
+        .map(|e| (e.kind.status_word(), e.booking_id.as_str()))
+        .collect();
+    assert_eq!(got, [("cancel", "ABC12")]);
+
+    let seen = api.seen.lock().unwrap();
+    assert!(seen.len() >= 6, "{seen:?}");
+    for (auth, _) in seen.iter() {
+        assert_eq!(
+            auth.as_deref(),
+            Some("Token t0k"),
+            "the scheme, then the secret"
+        );
+    }
+    // After the first (full) poll, the first page of each poll asks only for changes.
+    let firsts: Vec<&Option<String>> = seen
+        .iter()
+        .map(|(_, q)| q)
+        .filter(|q| !q.as_deref().unwrap_or("").contains("page=2"))
+        .collect();
+    assert_eq!(firsts[0], &None);
+    assert!(
+        firsts[1..].iter().all(|q| q
+            .as_deref()
+            .is_some_and(|q| q.starts_with("modified_since="))),
+        "{firsts:?}"
+    );
 }
