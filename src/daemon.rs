@@ -25,9 +25,10 @@ pub enum DaemonError {
     /// The state file or a client could not be set up.
     #[error(transparent)]
     App(#[from] AppError),
-    /// The admin listener could not bind.
+    /// The admin listener could not bind (typically: a second instance on the same host).
     #[error(
-        "admin.listen: cannot listen on {addr}: {reason} (is another pollhook instance using it? give each instance its own admin.listen port, or set it to \"off\")"
+        "admin.listen: cannot listen on {addr}: {reason}. If another pollhook instance on this host uses it, give this one its own port: [admin] listen = \"{next}\" (or POLLHOOK_ADMIN__LISTEN={next}), or turn the listener off with listen = \"off\"; `pollhook events` and the other operator commands then take --admin http://{next}",
+        next = next_port(addr)
     )]
     Admin {
         /// The address.
@@ -54,6 +55,13 @@ pub enum DaemonError {
     /// The state file was found corrupt while running; the daemon stopped.
     #[error("stopped: {0}")]
     Corrupt(StoreError),
+}
+
+/// The address one port above `addr`: what a second instance could listen on.
+fn next_port(addr: &SocketAddr) -> SocketAddr {
+    let mut next = *addr;
+    next.set_port(addr.port().checked_add(1).unwrap_or(addr.port() - 1));
+    next
 }
 
 /// The service manager's notification socket (a no-op when not under systemd).
@@ -293,6 +301,7 @@ fn check_reload(path: &Path, running: &Config) -> Result<Config, ReloadRefused> 
     if new.store_path != running.store_path {
         return Err(ReloadRefused::StorePath);
     }
+    new.log_warnings();
     Ok(new)
 }
 
@@ -366,6 +375,26 @@ async fn watchdog_check(store: &Store) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_admin_port_says_what_to_set() {
+        let e = DaemonError::Admin {
+            addr: "127.0.0.1:9477".parse().unwrap(),
+            reason: "Address in use (os error 98)".into(),
+        };
+        let text = e.to_string();
+        for want in [
+            "cannot listen on 127.0.0.1:9477: Address in use",
+            "[admin] listen = \"127.0.0.1:9478\"",
+            "POLLHOOK_ADMIN__LISTEN=127.0.0.1:9478",
+            "listen = \"off\"",
+            "--admin http://127.0.0.1:9478",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from: {text}");
+        }
+        let v6: SocketAddr = "[::1]:65535".parse().unwrap();
+        assert_eq!(next_port(&v6).to_string(), "[::1]:65534");
+    }
 
     fn config(dir: &tempfile::TempDir) -> Config {
         let toml = format!(

@@ -2,39 +2,149 @@
 //! fingerprint and cancelled flag (what is compared on every poll), then, only when the
 //! fingerprint differs, new / modify / cancel with field-level changes as RFC 6901 JSON Pointers.
 //!
+//! `ignore_fields` and `only_fields` are JSON Pointers in which a segment that is exactly `*`
+//! matches any one object member or array element (`/positions/*/secret`). They are compiled
+//! once per source: the ignored ones into a tree the fingerprint walks without copying the
+//! document, the only-fields into steps.
+//!
 //! No I/O, no clock. The poll feeds it the last-seen row and, when needed, the stored document.
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::json::{JsonError, escape, scalar_string, set_pointer, tokens};
+use crate::json::{JsonError, escape, scalar_string, set_pointer, set_tokens, tokens};
 use crate::outbox::{EventKind, FieldChange};
+
+/// The segment that matches any one object member or array element in `ignore_fields` and
+/// `only_fields`. A member literally named `*` has no escape in RFC 6901, so it is reached only
+/// through the wildcard; any other token containing `*` (`a*b`) is literal.
+pub const WILDCARD: &str = "*";
 
 /// What counts as significant and what means cancelled, for one source.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     status: Option<String>,
     cancelled_values: Vec<String>,
-    ignore: Vec<String>,
-    only: Vec<String>,
+    /// `only_fields`, each compiled once.
+    only: Vec<Only>,
     /// `ignore` as a tree of pointer tokens, so fingerprints skip ignored fields without a copy.
     ignored: Trie,
 }
 
+/// One of `only_fields`: a plain pointer (looked up as RFC 6901 says) or a pattern with `*`.
+#[derive(Debug, Clone, PartialEq)]
+enum Only {
+    Pointer(String),
+    Pattern(Vec<Step>),
+}
+
+/// One step of a pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// An object member, or an array index as RFC 6901 writes it.
+    Token(String),
+    /// Any one member or element.
+    Any,
+}
+
+impl Only {
+    fn compile(pointer: &str) -> Only {
+        let toks = tokens(pointer);
+        if toks.iter().any(|t| t == WILDCARD) {
+            Only::Pattern(
+                toks.into_iter()
+                    .map(|t| {
+                        if t == WILDCARD {
+                            Step::Any
+                        } else {
+                            Step::Token(t)
+                        }
+                    })
+                    .collect(),
+            )
+        } else {
+            Only::Pointer(pointer.to_string())
+        }
+    }
+}
+
+/// An array index as RFC 6901 (and `serde_json::Value::pointer`) reads it: digits, no leading
+/// zero.
+fn rfc6901_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// Copies into `out` every value `steps` reaches in `value`, at the concrete path it was found
+/// at (`path` holds the tokens so far), creating objects on the way as [`set_pointer`] does.
+fn select(value: &Value, steps: &[Step], path: &mut Vec<String>, out: &mut Value) {
+    let Some((step, rest)) = steps.split_first() else {
+        set_tokens(out, path, value.clone());
+        return;
+    };
+    let mut down = |token: String, child: &Value, path: &mut Vec<String>| {
+        path.push(token);
+        select(child, rest, path, out);
+        path.pop();
+    };
+    match (step, value) {
+        (Step::Token(t), Value::Object(m)) => {
+            if let Some(child) = m.get(t) {
+                down(t.clone(), child, path);
+            }
+        }
+        (Step::Token(t), Value::Array(a)) => {
+            if let Some(child) = rfc6901_index(t).and_then(|i| a.get(i)) {
+                down(t.clone(), child, path);
+            }
+        }
+        (Step::Any, Value::Object(m)) => {
+            for (k, child) in m {
+                down(k.clone(), child, path);
+            }
+        }
+        (Step::Any, Value::Array(a)) => {
+            for (i, child) in a.iter().enumerate() {
+                down(i.to_string(), child, path);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Pointer tokens as a tree; a node that ends a pointer is a leaf (what is under it is ignored).
+/// `any` is the `*` branch. After [`Trie::compile`], every literal child also holds what the `*`
+/// branch beside it holds, so a lookup takes one branch and never merges at run time.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Trie {
     leaf: bool,
     children: Vec<(String, Trie)>,
+    any: Option<Box<Trie>>,
 }
 
 impl Trie {
+    /// The tree of `pointers` (the empty pointer, which would ignore everything, is skipped).
+    fn compile<'a>(pointers: impl IntoIterator<Item = &'a String>) -> Trie {
+        let mut t = Trie::default();
+        for p in pointers.into_iter().filter(|p| !p.is_empty()) {
+            t.insert(&tokens(p));
+        }
+        t.spread_wildcards();
+        t
+    }
+
     fn insert(&mut self, toks: &[String]) {
         let Some((first, rest)) = toks.split_first() else {
             self.leaf = true;
             return;
         };
+        if first == WILDCARD {
+            self.any.get_or_insert_with(Default::default).insert(rest);
+            return;
+        }
         let i = match self.children.iter().position(|(t, _)| t == first) {
             Some(i) => i,
             None => {
@@ -45,8 +155,41 @@ impl Trie {
         self.children[i].1.insert(rest);
     }
 
+    /// Adds everything under `other` to this node.
+    fn merge(&mut self, other: &Trie) {
+        self.leaf |= other.leaf;
+        for (t, c) in &other.children {
+            match self.children.iter_mut().find(|(mine, _)| mine == t) {
+                Some((_, mine)) => mine.merge(c),
+                None => self.children.push((t.clone(), c.clone())),
+            }
+        }
+        if let Some(a) = &other.any {
+            self.any.get_or_insert_with(Default::default).merge(a);
+        }
+    }
+
+    /// Copies each `*` branch into its literal siblings, all the way down.
+    fn spread_wildcards(&mut self) {
+        if let Some(any) = &self.any {
+            for (_, c) in &mut self.children {
+                c.merge(any);
+            }
+        }
+        for (_, c) in &mut self.children {
+            c.spread_wildcards();
+        }
+        if let Some(any) = &mut self.any {
+            any.spread_wildcards();
+        }
+    }
+
     fn key(&self, k: &str) -> Option<&Trie> {
-        self.children.iter().find(|(t, _)| t == k).map(|(_, c)| c)
+        self.children
+            .iter()
+            .find(|(t, _)| t == k)
+            .map(|(_, c)| c)
+            .or(self.any.as_deref())
     }
 
     /// Array elements are named by their index, as `remove_pointer` reads a token (`"01"` is 1).
@@ -55,6 +198,32 @@ impl Trie {
             .iter()
             .find(|(t, _)| t.parse::<usize>().ok() == Some(i))
             .map(|(_, c)| c)
+            .or(self.any.as_deref())
+    }
+
+    /// Removes what the tree names from `value`: object members are dropped, array elements
+    /// become null (so the following ones keep their indexes).
+    fn prune(&self, value: &mut Value) {
+        match value {
+            Value::Object(m) => {
+                m.retain(|k, _| !self.key(k).is_some_and(|c| c.leaf));
+                for (k, v) in m.iter_mut() {
+                    if let Some(c) = self.key(k) {
+                        c.prune(v);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter_mut().enumerate() {
+                    match self.index(i) {
+                        Some(c) if c.leaf => *v = Value::Null,
+                        Some(c) => c.prune(v),
+                        None => {}
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -149,15 +318,11 @@ impl Policy {
         ignore: Vec<String>,
         only: Vec<String>,
     ) -> Policy {
-        let mut ignored = Trie::default();
-        for p in ignore.iter().filter(|p| !p.is_empty()) {
-            ignored.insert(&tokens(p));
-        }
+        let ignored = Trie::compile(&ignore);
         Policy {
             status,
             cancelled_values,
-            ignore,
-            only,
+            only: only.iter().map(|p| Only::compile(p)).collect(),
             ignored,
         }
     }
@@ -180,17 +345,21 @@ impl Policy {
     pub fn significant(&self, doc: &Value) -> Value {
         if !self.only.is_empty() {
             let mut out = Value::Object(Map::new());
-            for p in &self.only {
-                if let Some(v) = doc.pointer(p) {
-                    set_pointer(&mut out, p, v.clone());
+            let mut path = Vec::new();
+            for o in &self.only {
+                match o {
+                    Only::Pointer(p) => {
+                        if let Some(v) = doc.pointer(p) {
+                            set_pointer(&mut out, p, v.clone());
+                        }
+                    }
+                    Only::Pattern(steps) => select(doc, steps, &mut path, &mut out),
                 }
             }
             return out;
         }
         let mut out = doc.clone();
-        for p in &self.ignore {
-            crate::json::remove_pointer(&mut out, p);
-        }
+        self.ignored.prune(&mut out);
         out
     }
 
@@ -454,6 +623,9 @@ mod tests {
             vec!["/rooms/0/ts".into(), "/a~1b".into(), "/rooms/01".into()],
             vec!["/rooms".into(), "/rooms/0".into(), "".into()],
             vec!["/1/ts".into(), "/nope/deeper".into()],
+            vec!["/rooms/*/ts".into(), "/*".into()],
+            vec!["/rooms/*".into(), "/rooms/0/n".into(), "/*/deep".into()],
+            vec!["/*/ts".into(), "/rooms/1/ts".into(), "/*/1".into()],
         ];
         for ignore in &ignores {
             let p = Policy::new(None, vec![], ignore.clone(), vec![]);
@@ -468,6 +640,143 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).unwrap();
         let p = Policy::default();
         assert_eq!(p.fingerprint(&a).unwrap(), p.fingerprint(&b).unwrap());
+    }
+
+    fn ignoring(fields: &[&str]) -> Policy {
+        Policy::new(
+            None,
+            vec![],
+            fields.iter().map(|f| f.to_string()).collect(),
+            vec![],
+        )
+    }
+
+    fn only(fields: &[&str]) -> Policy {
+        Policy::new(
+            None,
+            vec![],
+            vec![],
+            fields.iter().map(|f| f.to_string()).collect(),
+        )
+    }
+
+    /// pretix-shaped: per-position secrets and download links that change without meaning.
+    fn order(secrets: [&str; 2], price: &str) -> Value {
+        json!({
+            "code": "ABC12",
+            "positions": [
+                {"id": 1, "secret": secrets[0], "price": price, "downloads": [{"url": secrets[0]}]},
+                {"id": 2, "secret": secrets[1], "price": "10.00", "downloads": []},
+            ],
+            "invoices": {"inv1": {"token": secrets[0], "total": "20.00"}},
+        })
+    }
+
+    #[test]
+    fn a_wildcard_ignores_a_field_in_every_array_element_and_object_member() {
+        let p = ignoring(&[
+            "/positions/*/secret",
+            "/positions/*/downloads",
+            "/invoices/*/token",
+        ]);
+        let a = order(["s1", "s2"], "10.00");
+        let b = order(["t1", "t2"], "10.00");
+        assert_eq!(p.observe(&a).unwrap(), p.observe(&b).unwrap());
+        assert_eq!(compare(&p, Some(&a), &b), None);
+        assert_eq!(
+            p.significant(&a),
+            json!({
+                "code": "ABC12",
+                "positions": [{"id": 1, "price": "10.00"}, {"id": 2, "price": "10.00"}],
+                "invoices": {"inv1": {"total": "20.00"}},
+            })
+        );
+        let c = order(["u1", "u2"], "12.00");
+        let ch = compare(&p, Some(&a), &c).unwrap();
+        let paths: Vec<&str> = ch.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/positions/0/price"],
+            "the concrete path is reported"
+        );
+        // Without the wildcard, only the first position's secret would be ignored.
+        let literal = ignoring(&["/positions/0/secret"]);
+        assert_ne!(
+            literal.observe(&order(["s1", "s2"], "1")).unwrap(),
+            literal.observe(&order(["s1", "x2"], "1")).unwrap()
+        );
+    }
+
+    #[test]
+    fn wildcards_and_literal_pointers_combine() {
+        let p = ignoring(&["/a/*/x", "/a/b/y", "/l/*"]);
+        let doc = json!({"a": {"b": {"x": 1, "y": 2, "z": 3}, "c": {"x": 4, "y": 5}}, "l": [1, 2], "k": 1});
+        let want = json!({"a": {"b": {"z": 3}, "c": {"y": 5}}, "l": [null, null], "k": 1});
+        assert_eq!(p.significant(&doc), want);
+        // The fingerprint walks the same tree without copying.
+        let digest = Sha256::digest(serde_json::to_vec(&want).unwrap());
+        assert_eq!(
+            p.fingerprint(&doc).unwrap(),
+            u64::from_be_bytes(digest[..8].try_into().unwrap())
+        );
+        // `*` is a wildcard only as a whole segment; `a*b` is a literal member name.
+        let p = ignoring(&["/a*b"]);
+        assert_eq!(
+            p.significant(&json!({"a*b": 1, "axb": 2})),
+            json!({"axb": 2})
+        );
+        // A wildcard on a scalar or a missing member changes nothing.
+        let p = ignoring(&["/k/*", "/nope/*/x"]);
+        assert_eq!(p.significant(&doc), doc);
+    }
+
+    #[test]
+    fn only_fields_take_wildcards_too() {
+        let p = only(&["/positions/*/price", "/code"]);
+        let a = order(["s1", "s2"], "10.00");
+        assert_eq!(
+            p.significant(&a),
+            json!({"code": "ABC12", "positions": {"0": {"price": "10.00"}, "1": {"price": "10.00"}}})
+        );
+        assert_eq!(
+            compare(&p, Some(&a), &order(["t1", "t2"], "10.00")),
+            None,
+            "secrets do not count"
+        );
+        let ch = compare(&p, Some(&a), &order(["s1", "s2"], "11.00")).unwrap();
+        assert_eq!(ch.changes.len(), 1);
+        assert_eq!(ch.changes[0].path, "/positions/0/price");
+        assert_eq!(
+            (ch.changes[0].old.clone(), ch.changes[0].new.clone()),
+            (json!("10.00"), json!("11.00"))
+        );
+        // Object members, and a wildcard at the end takes the whole value of each.
+        let p = only(&["/invoices/*"]);
+        assert_eq!(
+            p.significant(&a),
+            json!({"invoices": {"inv1": a["invoices"]["inv1"]}})
+        );
+        // Without a wildcard the pointer is read as RFC 6901 says (`01` is no index).
+        let p = only(&["/positions/01/id", "/positions/1/id"]);
+        assert_eq!(p.significant(&a), json!({"positions": {"1": {"id": 2}}}));
+    }
+
+    #[test]
+    fn without_wildcards_the_significant_copy_is_what_it_always_was() {
+        // Fingerprints in existing state files were computed from a copy with each ignored
+        // pointer removed in turn; the compiled tree must give exactly that copy.
+        let doc = json!({"id": 1, "rooms": [{"ts": 1, "n": 2}, {"ts": 2}], "a/b": {"c": 1}, "m": {"x": 1}});
+        for ignore in [
+            vec!["/rooms/0/ts", "/a~1b/c", "/rooms/01"],
+            vec!["/rooms", "/rooms/0"],
+            vec!["/m/x", "/m", "/nope", "/id/x"],
+        ] {
+            let mut legacy = doc.clone();
+            for f in &ignore {
+                crate::json::remove_pointer(&mut legacy, f);
+            }
+            assert_eq!(ignoring(&ignore).significant(&doc), legacy, "{ignore:?}");
+        }
     }
 
     #[test]

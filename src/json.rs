@@ -95,13 +95,18 @@ pub fn remove_pointer(doc: &mut Value, pointer: &str) {
 /// Sets what `pointer` names in `doc` to `value`, creating objects on the way (a non-object on
 /// the way is replaced by one).
 pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
+    set_tokens(doc, &tokens(pointer), value);
+}
+
+/// [`set_pointer`] with the pointer given as its unescaped tokens.
+pub fn set_tokens(doc: &mut Value, tokens: &[String], value: Value) {
     let mut cur = doc;
-    for t in tokens(pointer) {
+    for t in tokens {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
         let Value::Object(m) = cur else { return };
-        cur = m.entry(t).or_insert(Value::Null);
+        cur = m.entry(t.as_str()).or_insert(Value::Null);
     }
     *cur = value;
 }

@@ -348,9 +348,11 @@ impl App {
                         "polls keep finding changes but no ping came since: pings are being lost (check the booking system's notify URL and the ingress listener); polling still catches every change"
                     );
                 }
+                let mode = if r.full { "full" } else { "incremental" };
                 if r.baseline {
                     tracing::info!(
                         source,
+                        mode = %mode,
                         bookings = r.bookings,
                         pages = r.pages,
                         "baseline recorded; no events for what already existed"
@@ -358,6 +360,7 @@ impl App {
                 } else {
                     tracing::info!(
                         source,
+                        mode = %mode,
                         bookings = r.bookings,
                         pages = r.pages,
                         events = r.events.len(),

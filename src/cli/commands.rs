@@ -84,8 +84,11 @@ pub(super) async fn probe_sources(config: &Config, only: Option<&str>) -> anyhow
         // No password, query or secret: the URL is shown as logs show it.
         let shown = s.redactor.redact(&crate::http::redact(&s.url));
         println!("{} ({shown}):", s.name);
-        match crate::poll::probe(s).await {
+        match crate::poll::probe(s, Some(&config.store_path)).await {
             Ok(r) => {
+                if let Some(t) = &r.token {
+                    println!("  token: {t}");
+                }
                 println!("  {} page(s), {} booking(s)", r.pages, r.bookings);
                 match &r.sample {
                     Some((id, status)) => println!(

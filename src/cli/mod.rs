@@ -3,6 +3,7 @@
 //! errors (anyhow) and maps outcomes to exit codes; no pipeline logic.
 
 mod commands;
+mod generate;
 mod logging;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::{Config, LogConfig, LogFormat};
 
+pub use generate::{GenerateError, generate};
 pub use logging::init_logging;
 
 /// pollhook: turns a booking API without webhooks into webhooks.
@@ -122,6 +124,21 @@ pub enum Command {
         #[arg(long)]
         ping: bool,
     },
+    /// Write shell completions (bash, zsh, fish) and man pages from these definitions (used
+    /// when building the Debian package).
+    #[command(hide = true)]
+    Generate {
+        /// Directory to write `completions/` and `man/` into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `check`: settings that are valid but have no effect, on stderr (the file is still OK).
+fn print_warnings(c: &Config) {
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// How the operator commands reach a running daemon's admin API.
@@ -156,8 +173,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
         } => match Config::load(&config) {
             Ok(c) if store => Ok(commands::check_store(&c)),
-            Ok(c) if probe => commands::probe_sources(&c, source.as_deref()).await,
+            Ok(c) if probe => {
+                print_warnings(&c);
+                commands::probe_sources(&c, source.as_deref()).await
+            }
             Ok(c) => {
+                print_warnings(&c);
                 println!(
                     "{}: OK ({} source(s): {}; {} endpoint(s): {})",
                     config.display(),
@@ -184,6 +205,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
+            cfg.log_warnings();
             crate::daemon::run(&config, cfg)
                 .await
                 .with_context(|| format!("running with {}", config.display()))?;
@@ -192,6 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Once { config } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
+            cfg.log_warnings();
             let app =
                 App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
             let mut failed = false;
@@ -275,6 +298,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let target = commands::AdminTarget::resolve(&admin)?;
             let url = format!("{}/endpoints/{endpoint}/enable", target.base);
             target.call(reqwest::Method::POST, &url).await
+        }
+        Command::Generate { out } => {
+            for f in generate(&out)? {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             duration,

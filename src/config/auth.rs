@@ -10,11 +10,14 @@ use super::Secret;
 pub enum Auth {
     /// Nothing.
     None,
-    /// A secret header (e.g. Beds24's `token`, Smoobu's `Api-Key`).
+    /// A secret header (e.g. Beds24's `token`, Smoobu's `Api-Key`, pretix's
+    /// `Authorization: Token <t>`).
     Header {
         /// Header name.
         name: String,
-        /// Header value.
+        /// Text sent before the secret (`"Token "`); empty for the secret alone.
+        prefix: String,
+        /// The secret part of the header value.
         value: Secret,
     },
     /// A secret query parameter.

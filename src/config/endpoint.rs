@@ -96,11 +96,23 @@ pub enum BodyPreset {
     /// The Zenoti webhook event response object: `{id, event_id, event_schema, event_resource,
     /// event_type, event_timestamp, data}`.
     Zenoti,
+    /// Rezgo's booking XML, `<response><total>1</total><booking>...</booking></response>`, as
+    /// its webhook and `search_bookings` send it (`application/xml`).
+    Rezgo,
 }
 
 impl BodyPreset {
     /// Every preset, in documentation order.
-    pub const ALL: [BodyPreset; 4] = [
+    pub const ALL: [BodyPreset; 5] = [
+        BodyPreset::Pollhook,
+        BodyPreset::Beds24,
+        BodyPreset::StayNTouch,
+        BodyPreset::Zenoti,
+        BodyPreset::Rezgo,
+    ];
+
+    /// The presets whose body is JSON (all but `rezgo`).
+    pub const JSON: [BodyPreset; 4] = [
         BodyPreset::Pollhook,
         BodyPreset::Beds24,
         BodyPreset::StayNTouch,
@@ -108,7 +120,7 @@ impl BodyPreset {
     ];
 
     /// Parses a preset name as written in the configuration (`pollhook`, `beds24`, `stayntouch`,
-    /// `zenoti`; exact, lowercase). `None` for anything else.
+    /// `zenoti`, `rezgo`; exact, lowercase). `None` for anything else.
     pub fn parse(s: &str) -> Option<BodyPreset> {
         BodyPreset::ALL.into_iter().find(|p| p.name() == s)
     }
@@ -120,6 +132,7 @@ impl BodyPreset {
             BodyPreset::Beds24 => "beds24",
             BodyPreset::StayNTouch => "stayntouch",
             BodyPreset::Zenoti => "zenoti",
+            BodyPreset::Rezgo => "rezgo",
         }
     }
 }

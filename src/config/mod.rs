@@ -120,6 +120,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Endpoints in name order.
     pub endpoints: Vec<EndpointConfig>,
+    /// Settings that are valid but have no effect (e.g. an `[incremental]` table under
+    /// `sync = "full"`): `check` prints them and the daemon logs them.
+    pub warnings: Vec<Problem>,
 }
 
 /// The `[admin]` table alone: what the operator commands need to reach a running daemon.
@@ -230,6 +233,13 @@ impl Config {
         self.endpoints
             .iter()
             .filter(move |e| e.sources.contains(source) && e.events.contains(&kind))
+    }
+
+    /// Logs every [`Config::warnings`] entry (after logging is set up).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(key = %w.key, "{}", w.message);
+        }
     }
 
     /// Looks a source up by name.
@@ -480,6 +490,51 @@ mod tests {
             "every = \"30s\"\nheaders = { \"bad header\" = \"x\" }",
         ));
         assert_eq!(p[0].key, "sources.hotel.headers.bad header");
+    }
+
+    #[test]
+    fn full_sync_ignores_an_incremental_table_with_a_warning() {
+        let text = MINIMAL.replace(
+            "every = \"30s\"",
+            "every = \"30s\"\nsync = \"full\"\non_disappear = \"cancel\"\n[sources.hotel.incremental]\nquery = { since = \"{{ watermark }}\" }",
+        );
+        let c = Config::from_toml_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sources[0].sync, SyncMode::Full);
+        assert!(c.sources[0].incremental.is_none());
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].key, "sources.hotel.incremental");
+        assert!(c.warnings[0].message.contains("ignored"));
+        // The table is still checked: a broken one is a problem, not a warning.
+        let p = problems(&text.replace("{{ watermark }}", "{{ watermark | isoo }}"));
+        assert_eq!(p[0].key, "sources.hotel.incremental.query.since", "{p:?}");
+        assert!(
+            Config::from_toml_str(MINIMAL, "t.toml")
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_token_refresh_login_url_defaults_to_the_beds24_layout_beside_the_source_url() {
+        let login = |auth: &str| {
+            let text = format!(
+                "[sources.b]\nurl = \"https://beds24.com/api/v2/bookings?x=1\"\nevery = \"1m\"\nauth = {{ type = \"token_refresh\", secret = {{ env = \"PATH\" }}{auth} }}\n"
+            );
+            match Config::from_toml_str(&text, "t.toml") {
+                Ok(c) => match &c.sources[0].auth {
+                    Auth::TokenRefresh { token_url, .. } => token_url.to_string(),
+                    other => panic!("{other:?}"),
+                },
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(login(""), "https://beds24.com/api/v2/authentication/token");
+        assert_eq!(
+            login(", token_url = \"https://login.example.com/token\""),
+            "https://login.example.com/token",
+            "an explicit token_url wins"
+        );
     }
 
     #[test]

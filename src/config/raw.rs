@@ -211,6 +211,7 @@ pub struct RawAuth {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: Option<String>,
+    pub prefix: Option<String>,
     pub username: Option<String>,
     pub secret: Option<RawSecret>,
     pub token_url: Option<String>,

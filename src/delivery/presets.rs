@@ -1,4 +1,4 @@
-//! Webhook body presets: the JSON body an event becomes for each supported receiver format.
+//! Webhook body presets: the body an event becomes for each supported receiver format.
 //!
 //! Pure functions, no I/O. The body depends only on the event and the attempt number, so a retry
 //! re-sends the same body (only Beds24's `retries` counter moves). Headers, signing and the HTTP
@@ -10,8 +10,11 @@
 //! | `beds24`     | Beds24 API V2 booking webhook                                |
 //! | `stayntouch` | StayNTouch Connect webhook event                             |
 //! | `zenoti`     | Zenoti webhook event response object                         |
+//! | `rezgo`      | Rezgo's XML `<booking>` (the [`rezgo`] module), not JSON     |
 //!
 //! Examples of every body, checked against this code by a test, are in `docs/presets.md`.
+
+mod rezgo;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -20,26 +23,51 @@ use crate::config::BodyPreset;
 use crate::json::JsonError;
 use crate::outbox::{Event, EventKind};
 
-/// The JSON body for `event` on attempt number `attempt` (1 for the first try).
+/// Why a preset body could not be serialised (not expected for in-memory values; reported
+/// rather than hidden).
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    /// A JSON body.
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// The XML body.
+    #[error(transparent)]
+    Xml(#[from] rezgo::XmlError),
+}
+
+/// The media type of a preset's body.
+pub fn content_type(preset: BodyPreset) -> &'static str {
+    match preset {
+        BodyPreset::Rezgo => rezgo::CONTENT_TYPE,
+        _ => "application/json",
+    }
+}
+
+/// The body for `event` on attempt number `attempt` (1 for the first try), as a JSON value.
 ///
 /// The booking document is passed through as the source returned it, except for the
 /// per-preset adjustments documented on each arm (Beds24 moves its item arrays to the top level,
 /// StayNTouch adds `"object": "reservation"` when the booking has no `object` key). All times
 /// come from the event's detection time, so every attempt renders the same body apart from
-/// Beds24's `retries`. An `attempt` of 0 is treated as the first try.
+/// Beds24's `retries`. An `attempt` of 0 is treated as the first try. The `rezgo` body is XML:
+/// here it is that document as a JSON string ([`to_vec`] sends it as it is).
 pub fn render(preset: BodyPreset, event: &Event, attempt: u32) -> Value {
     match preset {
         BodyPreset::Pollhook => pollhook(event),
         BodyPreset::Beds24 => beds24(event, attempt),
         BodyPreset::StayNTouch => stayntouch(event),
         BodyPreset::Zenoti => zenoti(event),
+        BodyPreset::Rezgo => match rezgo::to_vec(event) {
+            Ok(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(_) => Value::Null,
+        },
     }
 }
 
-/// The JSON body as bytes. Same content as [`render`]; the default envelope is serialised
-/// straight from the event, the booking copied as the JSON text it is stored as (never parsed),
-/// which matters at thousands of deliveries a second.
-pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>, JsonError> {
+/// The body as bytes, of [`content_type`]. Same content as [`render`]; the default envelope is
+/// serialised straight from the event, the booking copied as the JSON text it is stored as
+/// (never parsed), which matters at thousands of deliveries a second.
+pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>, PresetError> {
     #[derive(serde::Serialize)]
     struct Envelope<'a> {
         id: &'a str,
@@ -66,9 +94,10 @@ pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>
             booking: &event.booking,
             changes: &event.changes,
         }),
+        BodyPreset::Rezgo => return Ok(rezgo::to_vec(event)?),
         other => serde_json::to_vec(&render(other, event, attempt)),
     };
-    Ok(bytes?)
+    Ok(bytes.map_err(JsonError::from)?)
 }
 
 /// Beds24 V2 item arrays that its API returns inside a booking (with `includeInfoItems`,
@@ -325,6 +354,13 @@ mod tests {
                 event(EventKind::Cancel, booking("cancelled")),
             ] {
                 let bytes = to_vec(preset, &e, 2).unwrap();
+                if preset == BodyPreset::Rezgo {
+                    assert_eq!(content_type(preset), "application/xml");
+                    let text = String::from_utf8(bytes).unwrap();
+                    assert_eq!(json!(text), render(preset, &e, 2));
+                    continue;
+                }
+                assert_eq!(content_type(preset), "application/json");
                 let parsed: Value = serde_json::from_slice(&bytes).unwrap();
                 assert_eq!(parsed, render(preset, &e, 2), "{}", preset.name());
             }
@@ -337,7 +373,10 @@ mod tests {
             assert_eq!(BodyPreset::parse(p.name()), Some(p));
         }
         let names: BTreeSet<&str> = BodyPreset::ALL.iter().map(|p| p.name()).collect();
-        assert_eq!(names, set(&["pollhook", "beds24", "stayntouch", "zenoti"]));
+        assert_eq!(
+            names,
+            set(&["pollhook", "beds24", "stayntouch", "zenoti", "rezgo"])
+        );
         for bad in ["", "v2", "Beds24", "STAYNTOUCH", " zenoti", "pollhook "] {
             assert_eq!(BodyPreset::parse(bad), None, "{bad:?}");
         }
@@ -753,11 +792,11 @@ mod tests {
     #[test]
     fn booking_content_passes_through_unchanged() {
         for e in all_events() {
-            for preset in BodyPreset::ALL {
+            for preset in BodyPreset::JSON {
                 let v = render(preset, &e, 1);
                 let doc = match preset {
                     BodyPreset::Pollhook | BodyPreset::Beds24 => &v["booking"],
-                    BodyPreset::StayNTouch | BodyPreset::Zenoti => &v["data"],
+                    _ => &v["data"],
                 };
                 for (k, original) in e.booking.as_object().unwrap() {
                     assert_eq!(&doc[k], original, "{} {k}", preset.name());
@@ -769,7 +808,7 @@ mod tests {
                 assert_eq!(back, v);
                 let doc = match preset {
                     BodyPreset::Pollhook | BodyPreset::Beds24 => &back["booking"],
-                    BodyPreset::StayNTouch | BodyPreset::Zenoti => &back["data"],
+                    _ => &back["data"],
                 };
                 assert_eq!(doc["lastName"], json!(TRICKY_NAME));
                 assert_eq!(doc["notes"], e.booking["notes"]);
@@ -882,13 +921,50 @@ mod tests {
         [new, modify, cancel]
     }
 
+    /// The event rendered by the `rezgo` example in `docs/presets.md`: a booking as pollhook
+    /// reads it from Rezgo's `search_bookings` XML (every value a string).
+    fn rezgo_doc_event() -> Event {
+        Event {
+            id: "evt_01972aa3b3f17a4c9d0e1f2a3b4c5d61".to_string(),
+            seq: 41,
+            kind: EventKind::New,
+            source: "rezgo".to_string(),
+            booking_id: "1B4M7R2K1K".to_string(),
+            detected_ms: 1_748_769_302_481,
+            booking: crate::outbox::Booking::from_value(json!({
+                "trans_num": "1B4M7R2K1K",
+                "item_id": "1663",
+                "tour_name": "Sunset Kayak & Wine",
+                "option_name": "Evening Departure",
+                "status": "1",
+                "date": "1751328000",
+                "date_purchased": "1748769250",
+                "updated": "1748769291",
+                "adult_num": "2",
+                "child_num": "0",
+                "overall_total": "130.00",
+                "first_name": "Zoë",
+                "last_name": "O'Brien \"Zo\" & <Søn>",
+                "email_address": "zoe@example.com",
+            }))
+            .unwrap(),
+            changes: Vec::new(),
+        }
+    }
+
     /// The ```json blocks of a Markdown text, in order.
     fn json_blocks(md: &str) -> Vec<String> {
+        fenced_blocks(md, "json")
+    }
+
+    /// The fenced blocks of `lang` in a Markdown text, in order.
+    fn fenced_blocks(md: &str, lang: &str) -> Vec<String> {
+        let fence = format!("```{lang}");
         let mut blocks = Vec::new();
         let mut current: Option<String> = None;
         for line in md.lines() {
             match current.as_mut() {
-                None if line.trim() == "```json" => current = Some(String::new()),
+                None if line.trim() == fence => current = Some(String::new()),
                 None => {}
                 Some(_) if line.trim() == "```" => blocks.extend(current.take()),
                 Some(text) => {
@@ -897,7 +973,7 @@ mod tests {
                 }
             }
         }
-        assert!(current.is_none(), "unterminated ```json block");
+        assert!(current.is_none(), "unterminated ```{lang} block");
         blocks
     }
 
@@ -906,7 +982,7 @@ mod tests {
         let md = include_str!("../../docs/presets.md");
         let blocks = json_blocks(md);
         let events = doc_events();
-        let expected: Vec<Value> = BodyPreset::ALL
+        let expected: Vec<Value> = BodyPreset::JSON
             .iter()
             .flat_map(|p| events.iter().map(move |e| render(*p, e, 1)))
             .collect();
@@ -920,6 +996,14 @@ mod tests {
                 .unwrap_or_else(|err| panic!("block {i} is not JSON: {err}"));
             assert_eq!(&got, want, "block {i}: docs/presets.md is out of date");
         }
+        let xml = fenced_blocks(md, "xml");
+        let want =
+            String::from_utf8(to_vec(BodyPreset::Rezgo, &rezgo_doc_event(), 1).unwrap()).unwrap();
+        assert_eq!(
+            xml,
+            [format!("{want}\n")],
+            "the rezgo block of docs/presets.md is out of date"
+        );
         for p in BodyPreset::ALL {
             assert!(
                 md.contains(&format!("`{}`", p.name())),
@@ -934,11 +1018,13 @@ mod tests {
     #[test]
     #[ignore = "prints the examples for docs/presets.md"]
     fn print_doc_examples() {
-        for p in BodyPreset::ALL {
+        for p in BodyPreset::JSON {
             for e in doc_events() {
                 let body = serde_json::to_string_pretty(&render(p, &e, 1)).unwrap();
                 println!("== {} {}\n{body}", p.name(), e.kind.status_word());
             }
         }
+        let xml = to_vec(BodyPreset::Rezgo, &rezgo_doc_event(), 1).unwrap();
+        println!("== rezgo new\n{}", String::from_utf8_lossy(&xml));
     }
 }

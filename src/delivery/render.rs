@@ -161,7 +161,10 @@ pub fn render(
                 None => presets::to_vec(ep.preset, event, attempt)
                     .map_err(|e| format!("endpoints.{}: {e}", ep.name))?,
             },
-            content_type: Some("application/json"),
+            content_type: Some(match &ep.body {
+                Some(_) => "application/json",
+                None => presets::content_type(ep.preset),
+            }),
         },
     })
 }

@@ -146,7 +146,14 @@ impl Authorizer {
     pub async fn apply(&self, req: RequestBuilder) -> Result<RequestBuilder, AuthError> {
         Ok(match &self.auth {
             Auth::None => req,
-            Auth::Header { name, value } => req.header(name.as_str(), sensitive(value.expose())),
+            Auth::Header {
+                name,
+                prefix,
+                value,
+            } => req.header(
+                name.as_str(),
+                sensitive(&format!("{prefix}{}", value.expose())),
+            ),
             Auth::Query { name, value } => req.query(&[(name.as_str(), value.expose())]),
             Auth::Basic { username, password } => {
                 let raw = format!("{username}:{}", password.expose());
@@ -310,5 +317,79 @@ fn sensitive(v: &str) -> reqwest::header::HeaderValue {
         }
         // Validated at config time; an invalid value cannot reach here, but never panic.
         Err(_) => reqwest::header::HeaderValue::from_static(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The auth of a source configured with `auth` (the secret read from a file holding `t0k`).
+    fn source_auth(auth: &str) -> Auth {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "t0k\n").unwrap();
+        let auth = auth.replace(
+            "SECRET",
+            &format!("{{ file = {:?} }}", secret.display().to_string()),
+        );
+        let text =
+            format!("[sources.s]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\nauth = {auth}\n");
+        let c = Config::from_toml_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        c.sources[0].auth.clone()
+    }
+
+    async fn sent_headers(auth: Auth) -> reqwest::header::HeaderMap {
+        let a = Authorizer::new(
+            auth,
+            "source:s".into(),
+            Arc::new(NoCache),
+            Clock::system(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let req = reqwest::Client::new().get("http://127.0.0.1:1/b");
+        a.apply(req)
+            .await
+            .unwrap()
+            .build()
+            .unwrap()
+            .headers()
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn header_auth_sends_its_prefix_before_the_secret() {
+        let h = sent_headers(source_auth(
+            "{ type = \"header\", name = \"Authorization\", prefix = \"Token \", secret = SECRET }",
+        ))
+        .await;
+        assert_eq!(h["authorization"], "Token t0k");
+        assert!(h["authorization"].is_sensitive());
+        let h = sent_headers(source_auth(
+            "{ type = \"header\", name = \"token\", secret = SECRET }",
+        ))
+        .await;
+        assert_eq!(h["token"], "t0k", "without a prefix, the secret alone");
+    }
+
+    #[test]
+    fn a_prefix_only_applies_to_header_auth_and_must_be_sendable() {
+        let problems = |auth: &str| {
+            let text = format!(
+                "[sources.s]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1m\"\nauth = {auth}\n"
+            );
+            match Config::from_toml_str(&text, "t.toml") {
+                Err(crate::config::ConfigError::Invalid { problems, .. }) => problems,
+                other => panic!("expected problems, got {other:?}"),
+            }
+        };
+        let p = problems("{ type = \"bearer\", prefix = \"Token \", secret = { env = \"PATH\" } }");
+        assert_eq!(p[0].key, "sources.s.auth.prefix", "{p:?}");
+        let p = problems(
+            "{ type = \"header\", name = \"x\", prefix = \"bad\\n\", secret = { env = \"PATH\" } }",
+        );
+        assert_eq!(p[0].key, "sources.s.auth.prefix", "{p:?}");
     }
 }

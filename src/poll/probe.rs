@@ -1,16 +1,21 @@
 //! `check --probe`: one full fetch of a live source with nothing committed, and what the
-//! configuration makes of it (pages, bookings, a sample, statuses, cancellations).
+//! configuration makes of it (pages, bookings, a sample, statuses, cancellations). A source that
+//! logs in reuses the token the daemon cached in the state file when that file can be read.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::PollError;
 use super::index::id_hash;
 use super::runtime::policy_of;
 use crate::clock::Clock;
-use crate::config::SourceConfig;
-use crate::source::{PagePrint, PageSeen, Pager, PollKind, SourceClient, SourceError};
-use crate::store::Store;
+use crate::config::{Auth, SourceConfig};
+use crate::http::auth::REFRESH_MARGIN;
+use crate::source::{
+    PagePrint, PageSeen, Pager, PollKind, SourceClient, SourceError, token_cache_key,
+};
+use crate::store::{Store, TokenPeek};
 
 /// What `check --probe` learned from one full cycle of a live source (nothing is committed).
 #[derive(Debug, Clone)]
@@ -27,13 +32,47 @@ pub struct ProbeReport {
     pub cancelled_examples: Vec<String>,
     /// The distinct status values seen, with counts.
     pub statuses: Vec<(String, usize)>,
+    /// For a source that logs in (OAuth2, refresh token): where its access token came from.
+    pub token: Option<String>,
 }
 
-/// Fetches one full cycle of `cfg` and reports what the configuration makes of it. Uses an
-/// in-memory store for tokens, so it can run beside a daemon that holds the state file.
-pub async fn probe(cfg: &SourceConfig) -> Result<ProbeReport, PollError> {
+/// Seeds `tokens` with the token the daemon cached for `cfg` in the state file at `state`, if
+/// it can be read and is still fresh; says what happened.
+fn reuse_token(cfg: &SourceConfig, state: &Path, tokens: &Store, now_ms: i64) -> String {
+    let shown = state.display();
+    let minted = "a new token is minted for this probe (and not kept: the probe writes nothing)";
+    if !state.exists() {
+        return format!("no state file at {shown} yet; {minted}");
+    }
+    let key = token_cache_key(&cfg.name);
+    match Store::peek_token(state, &key) {
+        TokenPeek::Found(t) if t.expires_ms - now_ms > REFRESH_MARGIN.as_millis() as i64 => {
+            match tokens.set_token(&key, Some(&t)) {
+                Ok(()) => format!("reusing the token cached in {shown}"),
+                Err(e) => format!("cannot hold the cached token ({e}); {minted}"),
+            }
+        }
+        TokenPeek::Found(_) => format!("the token cached in {shown} has expired; {minted}"),
+        TokenPeek::Missing => format!("no token for this source cached in {shown}; {minted}"),
+        TokenPeek::Busy => format!(
+            "{shown} is held by a running pollhook, so its cached token cannot be read; {minted}"
+        ),
+        TokenPeek::Unreadable(e) => format!("cannot read {shown} ({e}); {minted}"),
+    }
+}
+
+/// Fetches one full cycle of `cfg` and reports what the configuration makes of it. Tokens go
+/// to an in-memory store, so it can run beside a daemon that holds the state file; a token the
+/// daemon cached in `state` is reused when that file can be read (`None`: never).
+pub async fn probe(cfg: &SourceConfig, state: Option<&Path>) -> Result<ProbeReport, PollError> {
     let store = Store::in_memory()?;
-    let client = SourceClient::new(cfg, Arc::new(store), Clock::system())
+    let clock = Clock::system();
+    let logs_in = matches!(cfg.auth, Auth::OAuth2 { .. } | Auth::TokenRefresh { .. });
+    let token = match state {
+        Some(path) if logs_in => Some(reuse_token(cfg, path, &store, clock.now_ms())),
+        _ => None,
+    };
+    let client = SourceClient::new(cfg, Arc::new(store), clock)
         .map_err(|e| PollError::Source(SourceError::Template(e)))?;
     let policy = policy_of(cfg);
     let now = chrono::Utc::now();
@@ -47,6 +86,7 @@ pub async fn probe(cfg: &SourceConfig) -> Result<ProbeReport, PollError> {
         cancelled: 0,
         cancelled_examples: Vec::new(),
         statuses: Vec::new(),
+        token,
     };
     while !pager.done {
         let page = client.fetch(cfg, &pager, PollKind::Full, now).await?;

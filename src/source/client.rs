@@ -42,6 +42,11 @@ pub struct LookedUp {
     pub observed_us: i64,
 }
 
+/// The key a source's access token is cached under in the state file.
+pub fn token_cache_key(source: &str) -> String {
+    format!("source:{source}")
+}
+
 /// An HTTP client bound to one source's configuration.
 pub struct SourceClient {
     http: reqwest::Client,
@@ -87,7 +92,7 @@ impl SourceClient {
         let http = http::client(cfg.timeout.min(Duration::from_secs(10)), cfg.timeout)?;
         let auth = Authorizer::new(
             cfg.auth.clone(),
-            format!("source:{}", cfg.name),
+            token_cache_key(&cfg.name),
             tokens,
             clock.clone(),
             cfg.timeout,

@@ -21,7 +21,7 @@ mod request;
 mod stream;
 pub mod xml;
 
-pub use client::{LookedUp, RawPage, SourceClient};
+pub use client::{LookedUp, RawPage, SourceClient, token_cache_key};
 pub use decode::{check_success, decode, extract, id_of, next_link, page};
 pub use paginate::{PagePrint, PageSeen, Pager};
 

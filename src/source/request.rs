@@ -129,7 +129,10 @@ fn params_in_body(cfg: &SourceConfig) -> bool {
     )
 }
 
-/// The base request of a poll: configured query and body, plus the incremental parameters.
+/// The base request of a poll: configured query and body, plus the incremental parameters. An
+/// incremental parameter replaces a base parameter of the same name (all its values), and an
+/// incremental body member a base member of the same name, so the API never receives a filter
+/// twice.
 pub(super) fn base(
     cfg: &SourceConfig,
     kind: PollKind,
@@ -152,12 +155,27 @@ pub(super) fn base(
         paging,
     };
     let mut parts = Parts::default();
-    render_params(&cfg.query, cfg.array_style, &ctx, &mut parts.query)?;
+    let incremental = match (kind, &cfg.incremental) {
+        (PollKind::Incremental { .. }, Some(inc)) => Some(inc),
+        _ => None,
+    };
+    let replaced = |name: &str| incremental.is_some_and(|i| i.query.iter().any(|(n, _)| n == name));
+    if incremental.is_some_and(|i| !i.query.is_empty()) {
+        let kept: Vec<(String, ParamValue)> = cfg
+            .query
+            .iter()
+            .filter(|(n, _)| !replaced(n))
+            .cloned()
+            .collect();
+        render_params(&kept, cfg.array_style, &ctx, &mut parts.query)?;
+    } else {
+        render_params(&cfg.query, cfg.array_style, &ctx, &mut parts.query)?;
+    }
     let mut body = Map::new();
     if let Some(b) = &cfg.body {
         render_body(b, &ctx, &mut body)?;
     }
-    if let (PollKind::Incremental { .. }, Some(inc)) = (kind, &cfg.incremental) {
+    if let Some(inc) = incremental {
         render_params(&inc.query, cfg.array_style, &ctx, &mut parts.query)?;
         if let Some(b) = &inc.body {
             render_body(b, &ctx, &mut body)?;
@@ -313,6 +331,63 @@ mod tests {
             got_sorted.sort();
             assert_eq!(got_sorted, want, "{style}");
         }
+    }
+
+    #[test]
+    fn incremental_parameters_replace_base_parameters_of_the_same_name() {
+        let c = cfg(concat!(
+            "method = \"POST\"\n",
+            "query = { from = \"{{ today - 30d }}\", status = [\"a\", \"b\"], keep = \"1\" }\n",
+            "body = { since = \"never\", other = 1 }\n",
+            "sync = \"incremental\"\n[sources.s.incremental]\noverlap = \"0s\"\n",
+            "query = { from = \"{{ watermark | %Y-%m-%d }}\", status = \"c\" }\n",
+            "body = { since = \"{{ watermark | %Y-%m-%d }}\" }",
+        ));
+        let now = DateTime::parse_from_rfc3339("2026-03-29T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let wm = DateTime::parse_from_rfc3339("2026-03-28T09:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let inc = base(
+            &c,
+            PollKind::Incremental { watermark_ms: wm },
+            now,
+            Paging::default(),
+        )
+        .unwrap();
+        let mut q: Vec<(&str, &str)> = inc
+            .query
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        q.sort();
+        assert_eq!(
+            q,
+            [("from", "2026-03-28"), ("keep", "1"), ("status", "c")],
+            "each name once, the incremental value"
+        );
+        let body = inc.body.unwrap();
+        assert_eq!(body["since"], "2026-03-28");
+        assert_eq!(body["other"], 1);
+        // A full poll sends the base parameters unchanged.
+        let full = base(&c, PollKind::Full, now, Paging::default()).unwrap();
+        let mut q: Vec<(&str, &str)> = full
+            .query
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        q.sort();
+        assert_eq!(
+            q,
+            [
+                ("from", "2026-02-27"),
+                ("keep", "1"),
+                ("status", "a"),
+                ("status", "b")
+            ]
+        );
+        assert_eq!(full.body.unwrap()["since"], "never");
     }
 
     #[test]

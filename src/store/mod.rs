@@ -57,6 +57,7 @@ pub use poll::{PageOp, Promotion, REPORTED_EVENTS};
 pub use queue::{Counts, DueBatch, DueItem, ReplaySelector};
 pub use rows::{Disabled, EndpointState, SourceState};
 pub use snapshot::{Known, SnapshotReader, StoredBooking};
+pub use state::TokenPeek;
 
 pub(super) const SNAPSHOT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshot_v2");
 pub(super) const DOCS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("docs_v2");

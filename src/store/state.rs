@@ -1,4 +1,7 @@
-//! Endpoint state (disabled after a 410) and the token cache.
+//! Endpoint state (disabled after a 410), the token cache, and reading a cached token from a
+//! state file without opening it for writing (`check --probe`).
+
+use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -115,6 +118,58 @@ impl Store {
     }
 }
 
+/// What [`Store::peek_token`] found.
+#[derive(Debug)]
+pub enum TokenPeek {
+    /// The token cached under the key.
+    Found(Token),
+    /// The file holds no token under the key.
+    Missing,
+    /// A running pollhook has the file open (it is locked for writing).
+    Busy,
+    /// The file could not be read (it is not a state file, needs the recovery only a writer
+    /// may do after a crash, ...).
+    Unreadable(String),
+}
+
+impl Store {
+    /// The token cached under `key` in the state file at `path`, read through a read-only
+    /// handle that is closed before this returns. Nothing is written, not even a new file.
+    pub fn peek_token(path: &Path, key: &str) -> TokenPeek {
+        let db = match redb::Builder::new()
+            .set_cache_size(1024 * 1024)
+            .open_read_only(path)
+        {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return TokenPeek::Busy,
+            Err(e) => return TokenPeek::Unreadable(e.to_string()),
+        };
+        let read = || -> Result<Option<Token>> {
+            let txn = db.begin_read()?;
+            let t = match txn.open_table(TOKENS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            match t.get(key)? {
+                Some(v) => {
+                    let row: TokenRow = decode("tokens_v1", v.value())?;
+                    Ok(Some(Token {
+                        token: row.token,
+                        expires_ms: row.expires_ms,
+                    }))
+                }
+                None => Ok(None),
+            }
+        };
+        match read() {
+            Ok(Some(t)) => TokenPeek::Found(t),
+            Ok(None) => TokenPeek::Missing,
+            Err(e) => TokenPeek::Unreadable(e.to_string()),
+        }
+    }
+}
+
 /// The stored form of a cached token.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TokenRow {
@@ -128,5 +183,42 @@ impl TokenCache for Store {
     }
     fn put(&self, key: &str, token: Option<&Token>) -> std::result::Result<(), String> {
         self.set_token(key, token).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_peeked_without_writing_and_a_held_file_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        assert!(matches!(
+            Store::peek_token(&path, "source:b"),
+            TokenPeek::Unreadable(_)
+        ));
+        assert!(!path.exists(), "peeking creates no file");
+        let store = Store::open(&path).unwrap();
+        let t = Token {
+            token: "tok".into(),
+            expires_ms: 42,
+        };
+        store.set_token("source:b", Some(&t)).unwrap();
+        assert!(matches!(
+            Store::peek_token(&path, "source:b"),
+            TokenPeek::Busy
+        ));
+        drop(store);
+        match Store::peek_token(&path, "source:b") {
+            TokenPeek::Found(found) => assert_eq!(found, t),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Store::peek_token(&path, "source:other"),
+            TokenPeek::Missing
+        ));
+        // The read-only handle is gone: a daemon can open the file again.
+        Store::open(&path).unwrap();
     }
 }

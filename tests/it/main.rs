@@ -10,6 +10,7 @@ mod chaos;
 mod crash;
 mod delivery_failures;
 mod endpoints;
+mod frictions;
 mod hostile;
 mod layout;
 mod metrics;

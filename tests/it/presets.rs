@@ -294,6 +294,47 @@ async fn beds24_v2_a_booking_that_vanishes_is_looked_up_before_cancelling() {
 }
 
 #[tokio::test]
+async fn beds24_v2_a_cancelled_booking_that_left_the_window_is_found_by_its_lookup() {
+    // Beds24's status filter defaults to everything but `cancelled` when `status` is not given,
+    // by id too: a lookup without the status list would find nothing and cancel the booking as
+    // last seen (still "confirmed"), instead of reporting what really happened.
+    let p = preset("beds24-v2", "beds24", &|t| {
+        fast(t).replace("full_every = \"6h\"", "full_every = \"1ms\"")
+    })
+    .await;
+    p.poll().await;
+    let id = p.sim.bookings()[0]["id"].as_u64().unwrap();
+    let past = chrono::Utc::now().date_naive() - chrono::Days::new(30);
+    assert!(
+        p.sim
+            .set_booking_dates(id, past, past + chrono::Days::new(2))
+    );
+    assert!(p.sim.cancel_booking(id));
+    p.app.clock().advance(Duration::from_millis(2));
+    let r = p.app.poll_now("beds24").await.unwrap();
+    assert_eq!(r.events.len(), 1, "{:?}", r.events);
+    let e = &r.events[0];
+    assert_eq!(
+        (e.kind.status_word(), e.booking_id.as_str()),
+        ("cancel", id.to_string().as_str())
+    );
+    assert_eq!(
+        e.booking.value()["status"],
+        "cancelled",
+        "the booking as the lookup found it"
+    );
+    let paths: Vec<&str> = e.changes.iter().map(|c| c.path.as_str()).collect();
+    assert!(paths.contains(&"/status"), "{paths:?}");
+    assert!(
+        p.sim.vendor_requests().iter().any(|q| {
+            q.query_param("id") == Some(id.to_string().as_str())
+                && q.query_param("status").is_some()
+        }),
+        "the lookup asked for the statuses"
+    );
+}
+
+#[tokio::test]
 async fn beds24_v2_credit_headers_pause_requests() {
     let p = preset("beds24-v2", "beds24", &|t| {
         fast(t).replace(
@@ -417,6 +458,85 @@ async fn hostaway_lifecycle_with_oauth2_and_soft_failures() {
 async fn rezgo_lifecycle_over_xml() {
     let p = preset("rezgo", "rezgo", &fast).await;
     lifecycle(&p, &|id| format!("SIM{id}")).await;
+}
+
+/// The named child elements' texts of a `<booking>` element.
+fn rezgo_field<'a>(booking: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> {
+    booking
+        .children()
+        .find(|c| c.has_tag_name(name))
+        .map(|c| c.text().unwrap_or(""))
+}
+
+#[tokio::test]
+async fn rezgo_preset_delivers_the_booking_as_rezgo_xml_to_a_receiver() {
+    // A Rezgo source polled by pollhook feeds a receiver written for Rezgo's own webhook: an
+    // XML body whose <booking> elements carry what such receivers require (the WordPress
+    // plugins read trans_num, item_id, tour_name, date and email_address).
+    let p = preset("rezgo", "rezgo", &|t| {
+        fast(t).replace("[endpoints.crm]", "[endpoints.crm]\npreset = \"rezgo\"")
+    })
+    .await;
+    assert!(p.poll().await.is_empty(), "baseline");
+    let id = p.sim.create_booking();
+    assert!(p.sim.set_guest_name(id, "Zoë", "O'Brien & <Sons> ]]>"));
+    assert_eq!(p.poll().await, [("new".to_string(), format!("SIM{id}"))]);
+    assert!(p.sim.cancel_booking(id));
+    assert_eq!(p.poll().await, [("cancel".to_string(), format!("SIM{id}"))]);
+    for _ in 0..3 {
+        p.app.deliver_due().await.unwrap();
+    }
+    let got = p.receiver.accepted();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let stored = p
+        .sim
+        .bookings()
+        .into_iter()
+        .find(|b| b["id"].as_u64() == Some(id))
+        .unwrap();
+    for (r, status) in got.iter().zip(["1", "3"]) {
+        assert_eq!(r.header("content-type"), Some("application/xml"));
+        let text = std::str::from_utf8(&r.body).unwrap();
+        let doc = roxmltree::Document::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let bookings: Vec<_> = doc
+            .root_element()
+            .children()
+            .filter(|n| n.has_tag_name("booking"))
+            .collect();
+        assert_eq!(bookings.len(), 1, "{text}");
+        let b = bookings[0];
+        assert_eq!(
+            rezgo_field(b, "trans_num"),
+            Some(format!("SIM{id}").as_str())
+        );
+        assert_eq!(
+            rezgo_field(b, "item_id"),
+            Some(stored["roomId"].to_string().as_str())
+        );
+        assert_eq!(
+            rezgo_field(b, "tour_name"),
+            Some(format!("Room {}", stored["roomId"]).as_str())
+        );
+        let arrival =
+            chrono::NaiveDate::parse_from_str(stored["arrival"].as_str().unwrap(), "%Y-%m-%d")
+                .unwrap();
+        let date = arrival.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+        assert_eq!(rezgo_field(b, "date"), Some(date.to_string().as_str()));
+        assert_eq!(
+            rezgo_field(b, "email_address"),
+            stored["email"].as_str(),
+            "{text}"
+        );
+        assert_eq!(rezgo_field(b, "last_name"), Some("O'Brien & <Sons> ]]>"));
+        assert_eq!(rezgo_field(b, "status"), Some(status));
+        assert_eq!(
+            doc.root_element()
+                .children()
+                .find(|n| n.has_tag_name("total"))
+                .and_then(|n| n.text()),
+            Some("1")
+        );
+    }
 }
 
 #[tokio::test]

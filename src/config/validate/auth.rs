@@ -4,6 +4,10 @@
 use super::Validator;
 use crate::config::{Auth, Secret, raw};
 
+/// A `token_refresh` login's default `token_url`, relative to the source's URL: Beds24 API v2
+/// lists bookings at `<base>/bookings` and logs in at `<base>/authentication/token`.
+pub const TOKEN_REFRESH_PATH: &str = "authentication/token";
+
 impl Validator {
     /// `[auth]` at `key`; `allowed` lists the types valid there (sources accept more than
     /// endpoints do).
@@ -23,16 +27,40 @@ impl Validator {
             );
             return None;
         }
+        if a.prefix.is_some() && a.kind != "header" {
+            self.bad(
+                format!("{key}.prefix"),
+                format!(
+                    "only applies to type = \"header\" (type \"{}\" builds its own header value)",
+                    a.kind
+                ),
+            );
+        }
         match a.kind.as_str() {
             "none" => Some(Auth::None),
             "header" => {
                 let name = self.auth_field(key, &a, "name", a.name.as_deref(), "the header name");
                 let name = self.auth_header_name(key, "name", name);
-                let value = self
-                    .auth_secret(key, &a)
-                    .and_then(|s| self.auth_header_secret(key, s));
+                let prefix = a.prefix.clone().unwrap_or_default();
+                let value = self.auth_secret(key, &a).and_then(|s| {
+                    let valid =
+                        reqwest::header::HeaderValue::from_str(&format!("{prefix}{}", s.expose()))
+                            .is_ok();
+                    if valid {
+                        Some(s)
+                    } else if reqwest::header::HeaderValue::from_str(&prefix).is_err() {
+                        self.bad(
+                            format!("{key}.prefix"),
+                            "contains characters not allowed in an HTTP header",
+                        );
+                        None
+                    } else {
+                        self.auth_header_secret(key, s)
+                    }
+                });
                 Some(Auth::Header {
                     name: name?,
+                    prefix,
                     value: value?,
                 })
             }
@@ -82,8 +110,13 @@ impl Validator {
     }
 
     /// `type = "token_refresh"`: a refresh token exchanged for a short-lived access token.
+    /// Without `token_url`, the login URL is [`TOKEN_REFRESH_PATH`] resolved against the
+    /// source's URL (Beds24 API v2: `.../v2/bookings` -> `.../v2/authentication/token`).
     fn token_refresh(&mut self, key: &str, a: &raw::RawAuth) -> Option<Auth> {
-        let token_url = self.url(&format!("{key}.token_url"), a.token_url.as_deref());
+        let token_url = match (a.token_url.as_deref(), &self.auth_base) {
+            (None, Some(base)) => base.join(TOKEN_REFRESH_PATH).ok(),
+            (given, _) => self.url(&format!("{key}.token_url"), given),
+        };
         let refresh_header = self.auth_header_name(
             key,
             "refresh_header",

@@ -363,7 +363,7 @@ impl Validator {
         let preset = match preset {
             None => crate::config::BodyPreset::Pollhook,
             Some(p) => crate::config::BodyPreset::parse(p).unwrap_or_else(|| {
-                self.bad(k("preset"), format!("`{p}` is not valid; use \"pollhook\", \"beds24\", \"stayntouch\" or \"zenoti\""));
+                self.bad(k("preset"), format!("`{p}` is not valid; use \"pollhook\", \"beds24\", \"stayntouch\", \"zenoti\" or \"rezgo\" (XML)"));
                 crate::config::BodyPreset::Pollhook
             }),
         };

@@ -28,10 +28,15 @@ type FieldKey<'a> = &'a dyn Fn(&str) -> String;
 #[derive(Default)]
 pub(super) struct Validator {
     pub(super) problems: Vec<Problem>,
+    /// Valid settings that have no effect.
+    pub(super) warnings: Vec<Problem>,
     /// Secret names the source being validated defines (for `{{ secret.NAME }}`).
     secret_names: BTreeSet<String>,
     /// Variable names the endpoint being validated defines (for `{{ beds24.NAME }}`).
     variable_names: BTreeSet<String>,
+    /// The URL of the source whose `auth` is being validated (a `token_refresh` login's
+    /// default `token_url` is derived from it).
+    auth_base: Option<Url>,
 }
 
 impl Validator {
@@ -60,11 +65,19 @@ impl Validator {
             ingress,
             sources,
             endpoints,
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
     fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
             key: key.into(),
             message: message.into(),
         });

@@ -79,9 +79,12 @@ impl Validator {
         let (items_shape, success) = self.response_shape(&k, &mut rs);
         let (sync, incremental) = self.sync(&k, &mut rs);
         let politeness = self.politeness(&k, &mut rs);
-        let auth = match rs.auth.take() {
+        self.auth_base = url.clone();
+        let auth = rs.auth.take().map(|a| self.auth(&k("auth"), a, AUTH_TYPES));
+        self.auth_base = None;
+        let auth = match auth {
             None => Auth::None,
-            Some(a) => self.auth(&k("auth"), a, AUTH_TYPES)?,
+            Some(a) => a?,
         };
         let (items, id) = self.records(&k, &mut rs);
         let ping = rs.ping.take().and_then(|p| self.ping(&k, p));
@@ -335,8 +338,14 @@ impl Validator {
                 self.bad(k("incremental"), "sync = \"incremental\" needs an [incremental] table with the watermark parameter, e.g. query = { modifiedFrom = \"{{ watermark | iso }}\" }");
                 None
             }
-            (SyncMode::Full, Some(_)) => {
-                self.bad(k("incremental"), "only applies with sync = \"incremental\"");
+            (SyncMode::Full, Some(inc)) => {
+                // Still checked, so a broken table is reported, but not used: an environment
+                // override (POLLHOOK_SOURCES__NAME__SYNC=full) can switch a preset to full polls.
+                let problems = self.problems.len();
+                self.incremental(&k("incremental"), inc);
+                if self.problems.len() == problems {
+                    self.warn(k("incremental"), "ignored: sync = \"full\", so every poll is a full poll (remove the table, or set sync = \"incremental\" to use it)");
+                }
                 None
             }
             (SyncMode::Full, None) => None,

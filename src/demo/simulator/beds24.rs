@@ -167,17 +167,18 @@ impl Beds24V2Query {
     }
 
     fn matches(&self, b: &Booking, today: NaiveDate) -> bool {
-        // `id` is a by-id lookup: the booking whatever the window and status filters say (this
-        // simulator's reading; the spec does not say how `id` combines with other filters).
-        if !self.ids.is_empty() {
-            return self.ids.contains(&b.id);
-        }
-        // "Will default to confirmed, request, new, black and inquiry if not specified".
+        // "Will default to confirmed, request, new, black and inquiry if not specified": the
+        // spec makes no exception for `id`, so a cancelled booking needs `status` even by id.
         let status_ok = if self.statuses.is_empty() {
             b.status != "cancelled"
         } else {
             self.statuses.iter().any(|s| s == b.status)
         };
+        // `id` is a by-id lookup: the booking whatever the date filters say (this simulator's
+        // reading; the spec does not say how `id` combines with the other filters).
+        if !self.ids.is_empty() {
+            return status_ok && self.ids.contains(&b.id);
+        }
         // "By default only upcoming bookings will be returned": without a stay-date filter only
         // bookings departing today or later (modifiedFrom alone keeps this default).
         let window_ok = self.has_stay_dates() || b.departure >= today;
@@ -571,12 +572,17 @@ mod tests {
         assert!(sim.cancel_booking(1001));
         assert_eq!(
             list(vec![("id", "1001".into())]).await,
-            [1001],
-            "even cancelled"
+            Vec::<u64>::new(),
+            "the default status filter hides a cancelled booking even by id"
         );
         assert_eq!(
-            list(vec![("id[]", "1001".into()), ("id[]", "1003".into())]).await,
-            [1001, 1003]
+            list(vec![("id", "1001".into()), ("status", "cancelled".into())]).await,
+            [1001],
+            "unless the status is asked for"
+        );
+        assert_eq!(
+            list(vec![("id[]", "1002".into()), ("id[]", "1003".into())]).await,
+            [1002, 1003]
         );
         assert_eq!(list(vec![("id", "4242".into())]).await, Vec::<u64>::new());
 
