@@ -3,8 +3,12 @@
 //! No I/O here. The poll creates events, the store persists them with one delivery row per
 //! subscribed endpoint, and the delivery worker updates the rows (see [`crate::retry`]).
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// What happened to a booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,6 +66,92 @@ pub struct FieldChange {
     pub new: Value,
 }
 
+/// A booking document as its JSON text, parsed only when something reads into it: a delivery in
+/// the default envelope copies the text as it is, so most deliveries never parse the booking.
+/// It reads like a [`Value`] (`Deref`).
+#[derive(Clone)]
+pub struct Booking {
+    raw: Box<RawValue>,
+    parsed: OnceLock<Value>,
+}
+
+impl Booking {
+    /// A booking from its JSON text (checked to be JSON).
+    pub fn from_json(text: String) -> Result<Booking, serde_json::Error> {
+        Ok(Booking {
+            raw: RawValue::from_string(text)?,
+            parsed: OnceLock::new(),
+        })
+    }
+
+    /// A booking from a parsed document (kept, so it is not parsed again).
+    pub fn from_value(v: Value) -> Result<Booking, serde_json::Error> {
+        let raw = serde_json::value::to_raw_value(&v)?;
+        let parsed = OnceLock::new();
+        let _ = parsed.set(v);
+        Ok(Booking { raw, parsed })
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The booking as a JSON value (parsed on first use).
+    pub fn value(&self) -> &Value {
+        self.parsed.get_or_init(|| {
+            // The text was checked to be JSON when this was made, so it parses.
+            serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+        })
+    }
+}
+
+impl std::ops::Deref for Booking {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl std::fmt::Debug for Booking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.raw.get())
+    }
+}
+
+impl PartialEq for Booking {
+    fn eq(&self, other: &Booking) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl PartialEq<Booking> for Value {
+    fn eq(&self, other: &Booking) -> bool {
+        self == other.value()
+    }
+}
+
+impl PartialEq<Value> for Booking {
+    fn eq(&self, other: &Value) -> bool {
+        self.value() == other
+    }
+}
+
+impl Serialize for Booking {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Booking {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Booking, D::Error> {
+        Ok(Booking {
+            raw: Box::<RawValue>::deserialize(d)?,
+            parsed: OnceLock::new(),
+        })
+    }
+}
+
 /// A detected change. Its `id` is fixed at creation and sent on every attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -78,7 +168,7 @@ pub struct Event {
     /// When the change was detected, milliseconds since the Unix epoch.
     pub detected_ms: i64,
     /// The booking as the source returned it.
-    pub booking: Value,
+    pub booking: Booking,
     /// Field-level changes (empty for new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,

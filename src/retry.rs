@@ -218,7 +218,7 @@ mod tests {
             source: "s".into(),
             booking_id: "1".into(),
             detected_ms: 0,
-            booking: serde_json::json!({}),
+            booking: crate::outbox::Booking::from_value(serde_json::json!({})).unwrap(),
             changes: vec![],
         };
         let p = policy(&[0, 1], 0.0);

@@ -14,6 +14,7 @@ use crate::outbox::{Attempt, Delivery, Event};
 use crate::retry::{AttemptResult, settle};
 use crate::signing;
 use crate::store::DueItem;
+use crate::text::Escaped;
 
 /// What one attempt produced: the delivery row after it, the due time the row was fetched under
 /// (the store only accepts the update if the row is still due under it), and the event.
@@ -51,7 +52,7 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
         Err(error) => {
             // A template that cannot be rendered is retried on schedule (fix the config and
             // reload) and ends as a dead letter like any other failure.
-            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, %error, "cannot render the request");
+            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, error = %Escaped(&error), "cannot render the request");
             let attempt = Attempt {
                 at_ms,
                 status: None,
@@ -72,31 +73,41 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
             .body(body.clone())
     };
     let sent = http::send_authorized(&ep.auth, make, http::plain).await;
+    // What the receiver answers is kept and listed: its echo of our credentials is not.
+    let redactor = &ep.cfg.redactor;
     let (result, status, error, body) = match sent {
         Ok(resp) => {
             let code = resp.status().as_u16();
             let retry_after = http::retry_after(&resp, clock.now());
-            let body = http::read_prefix(resp, RESPONSE_BODY_CAP).await;
+            // Past the cap by the longest secret, so one that starts before it is seen whole.
+            let body = http::read_prefix(resp, RESPONSE_BODY_CAP + redactor.longest()).await;
             (
                 AttemptResult::Status { code, retry_after },
                 Some(code),
                 None,
-                http::snippet(&body, RESPONSE_BODY_CAP),
+                redactor.snippet(&body, RESPONSE_BODY_CAP),
             )
         }
         Err(SendError::Auth(e)) => (
             AttemptResult::Transport,
             None,
-            Some(e.to_string()),
+            Some(redactor.redact(&e.to_string())),
             String::new(),
         ),
-        Err(SendError::Transport(e)) => (AttemptResult::Transport, None, Some(e), String::new()),
+        Err(SendError::Transport(e)) => (
+            AttemptResult::Transport,
+            None,
+            Some(redactor.redact(&e)),
+            String::new(),
+        ),
     };
+    let latency = started.elapsed();
+    ep.latency.observe(latency);
     let attempt = Attempt {
         at_ms,
         status,
         error,
-        latency_ms: started.elapsed().as_millis() as u64,
+        latency_ms: latency.as_millis() as u64,
         body,
     };
     outcome(delivery, attempt, result)

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::clock::Clock;
 use crate::config::EndpointConfig;
 use crate::http::{Authorizer, TokenCache};
+use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, Event};
 use crate::store::{Disabled, Store};
 
@@ -62,6 +63,10 @@ struct EndpointRuntime {
     permits: Arc<Semaphore>,
     auth: Authorizer,
     health: health::Health,
+    /// Where each attempt's latency is recorded.
+    latency: Recorder,
+    /// Sequence numbers of the deliveries launched and not yet committed.
+    in_flight: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Sends due deliveries and records their outcomes.
@@ -70,19 +75,18 @@ pub struct Dispatcher {
     clock: Clock,
     endpoints: HashMap<String, Arc<EndpointRuntime>>,
     disabled: Mutex<HashMap<String, Disabled>>,
-    /// Endpoint name -> small integer, so the in-flight set is cheap to copy.
-    ids: Arc<HashMap<String, u32>>,
-    in_flight: Mutex<std::collections::HashSet<(u32, u64)>>,
     notices: broadcast::Sender<Notice>,
 }
 
 impl Dispatcher {
-    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed).
+    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed). Each
+    /// attempt's latency is recorded in `metrics`.
     pub fn new(
         store: Store,
         clock: Clock,
         endpoints: &[EndpointConfig],
         notices: broadcast::Sender<Notice>,
+        metrics: &Metrics,
     ) -> Result<Dispatcher, String> {
         let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
         let mut map = HashMap::new();
@@ -105,6 +109,8 @@ impl Dispatcher {
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     auth,
                     health: health::Health::default(),
+                    latency: metrics.delivery_latency(&ep.name),
+                    in_flight: Mutex::new(Default::default()),
                 }),
             );
         }
@@ -114,19 +120,11 @@ impl Dispatcher {
             .into_iter()
             .filter_map(|(name, st)| st.disabled.map(|d| (name, d)))
             .collect();
-        let ids = Arc::new(
-            map.keys()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i as u32))
-                .collect(),
-        );
         Ok(Dispatcher {
             store,
             clock,
             endpoints: map,
-            ids,
             disabled: Mutex::new(disabled),
-            in_flight: Mutex::new(Default::default()),
             notices,
         })
     }

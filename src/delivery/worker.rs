@@ -3,7 +3,6 @@
 //! record outcomes in group commits. A delivery stays in flight until its outcome is committed, so
 //! it is never sent twice at once.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,9 +14,17 @@ use super::attempt::{AttemptOutcome, attempt};
 use super::{Dispatcher, MAX_IN_FLIGHT_TOTAL, Notice};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::store::{DueBatch, DueItem, StoreError};
+use crate::text::Escaped;
 
 /// Most outcomes committed in one transaction.
 const COMMIT_BATCH: usize = 512;
+
+/// Attempts launched per endpoint and not yet committed: eight times its concurrency, so
+/// requests go on while earlier outcomes wait for their commit's fsync (the cap on all endpoints
+/// together is [`MAX_IN_FLIGHT_TOTAL`]).
+fn launch_cap(max_in_flight: u32) -> usize {
+    (max_in_flight as usize).saturating_mul(8).max(1)
+}
 
 /// Counts from one delivery round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,34 +69,48 @@ impl Running {
 }
 
 impl Dispatcher {
-    /// A filter for the due scan: skips deliveries in flight, and endpoints that are off in the
-    /// config, suspended after a 410, or no longer configured.
-    fn skip_fn(&self) -> impl Fn(&str, u64) -> bool + Send + 'static {
-        let busy = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        // Small integer sets, since this runs before every due scan.
-        let inactive: HashSet<u32> = {
+    /// Reads due lane heads for the endpoints that are sending (enabled, not suspended after a
+    /// 410), each up to its free capacity, `total` in all, skipping deliveries in flight. An
+    /// endpoint no longer configured is not read: its deliveries wait in the store.
+    async fn fetch_due(&self, now: i64, total: usize) -> Result<DueBatch, StoreError> {
+        // Per endpoint: its name, how many more it may launch, and what it has in flight (sorted).
+        let mut wanted: Vec<(String, usize, Vec<u64>)> = Vec::new();
+        {
             let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
-            self.endpoints
-                .iter()
-                .filter(|(n, e)| !e.cfg.enabled || disabled.contains_key(*n))
-                .filter_map(|(n, _)| self.ids.get(n).copied())
-                .collect()
-        };
-        let ids = self.ids.clone();
-        move |ep: &str, seq: u64| match ids.get(ep) {
-            // An endpoint no longer configured: its deliveries wait in the store.
-            None => true,
-            Some(i) => inactive.contains(i) || busy.contains(&(*i, seq)),
+            let mut left = total;
+            for (name, ep) in &self.endpoints {
+                if !ep.cfg.enabled || disabled.contains_key(name) || left == 0 {
+                    continue;
+                }
+                let mut busy: Vec<u64> = ep
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .copied()
+                    .collect();
+                let free = launch_cap(ep.cfg.max_in_flight)
+                    .saturating_sub(busy.len())
+                    .min(left);
+                if free > 0 {
+                    left -= free;
+                    busy.sort_unstable();
+                    wanted.push((name.clone(), free, busy));
+                }
+            }
         }
-    }
-
-    async fn fetch_due(&self, now: i64, limit: usize) -> Result<DueBatch, StoreError> {
-        let skip = self.skip_fn();
-        self.store.run(move |s| s.due(now, limit, &skip)).await
+        if wanted.is_empty() {
+            return Ok(DueBatch::default());
+        }
+        self.store
+            .run(move |s| {
+                let wanted: Vec<(&str, usize, &[u64])> = wanted
+                    .iter()
+                    .map(|(n, l, b)| (n.as_str(), *l, b.as_slice()))
+                    .collect();
+                s.due(now, &wanted)
+            })
+            .await
     }
 
     /// Marks `item` in flight and starts its attempt; the outcome is sent to `tx`.
@@ -97,12 +118,10 @@ impl Dispatcher {
         let Some(ep) = self.endpoints.get(&item.delivery.endpoint).cloned() else {
             return;
         };
-        if let Some(i) = self.ids.get(&item.delivery.endpoint) {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((*i, item.delivery.seq));
-        }
+        ep.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(item.delivery.seq);
         running.0.fetch_add(1, Ordering::AcqRel);
         let tx = tx.clone();
         let clock = self.clock.clone();
@@ -136,7 +155,7 @@ impl Dispatcher {
             match self.commit(batch).await {
                 Ok(r) => report.add(r),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot record delivery outcomes; they will be sent again");
+                    tracing::error!(error = %Escaped(&e), "cannot record delivery outcomes; they will be sent again");
                     first_error.get_or_insert(e);
                 }
             }
@@ -157,10 +176,12 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let written = self.store.run(move |s| s.record(&rows, now)).await;
         let release = |outcomes: &[AttemptOutcome]| {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for o in outcomes {
-                if let Some(i) = self.ids.get(&o.delivery.endpoint) {
-                    in_flight.remove(&(*i, o.delivery.seq));
+                if let Some(ep) = self.endpoints.get(&o.delivery.endpoint) {
+                    ep.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&o.delivery.seq);
                 }
             }
         };
@@ -245,7 +266,7 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot read due deliveries; retrying in 1s");
+                        tracing::error!(error = %Escaped(&e), "cannot read due deliveries; retrying in 1s");
                         next_due = Some(now + 1000);
                     }
                 }
@@ -285,14 +306,14 @@ fn log_outcome(d: &Delivery, event: &Event) {
     match d.state {
         DeliveryState::Delivered => tracing::debug!(
             endpoint = %d.endpoint, event = %event.id, kind = event.kind.status_word(),
-            booking = %event.booking_id, status, attempts = d.attempts, "delivered"
+            booking = %Escaped(&event.booking_id), status, attempts = d.attempts, "delivered"
         ),
         DeliveryState::Pending => tracing::warn!(
-            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id), status, error,
             attempts = d.attempts, next = %super::rfc3339(d.next_ms), "delivery failed; will retry"
         ),
         DeliveryState::Dead => tracing::error!(
-            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id), status, error,
             attempts = d.attempts, "delivery dead-lettered after its last attempt"
         ),
     }

@@ -21,30 +21,55 @@ pub(super) struct Entry {
     pub(super) outside: bool,
 }
 
-/// The snapshot rows of one source, sorted by id hash.
+/// The snapshot rows of one source, sorted by id hash: 17 bytes a booking.
 #[derive(Debug, Default)]
 pub(super) struct SnapshotIndex {
     hashes: Vec<u64>,
-    entries: Vec<Entry>,
+    fingerprints: Vec<u64>,
+    /// Bit 0: cancelled; bit 1: outside the window.
+    flags: Vec<u8>,
+}
+
+fn flags(e: &Entry) -> u8 {
+    u8::from(e.cancelled) | (u8::from(e.outside) << 1)
+}
+
+fn entry(fingerprint: u64, flags: u8) -> Entry {
+    Entry {
+        fingerprint,
+        cancelled: flags & 1 != 0,
+        outside: flags & 2 != 0,
+    }
 }
 
 impl SnapshotIndex {
     /// Loads every compact row of `source` (no document is read).
     pub(super) fn load(store: &Store, source: &str) -> Result<SnapshotIndex, StoreError> {
-        let mut rows: Vec<(u64, Entry)> = Vec::new();
+        let mut rows: Vec<(u64, u64, u8)> = Vec::new();
         store.scan_rows(source, |id, row: &SnapRow| {
-            rows.push((
-                id_hash(id),
-                Entry {
-                    fingerprint: row.fingerprint,
-                    cancelled: row.cancelled,
-                    outside: row.outside,
-                },
-            ))
+            let e = Entry {
+                fingerprint: row.fingerprint,
+                cancelled: row.cancelled,
+                outside: row.outside,
+            };
+            rows.push((id_hash(id), row.fingerprint, flags(&e)))
         })?;
-        rows.sort_unstable_by_key(|(h, _)| *h);
-        let (hashes, entries) = rows.into_iter().unzip();
-        Ok(SnapshotIndex { hashes, entries })
+        Ok(SnapshotIndex::from_rows(rows))
+    }
+
+    fn from_rows(mut rows: Vec<(u64, u64, u8)>) -> SnapshotIndex {
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut idx = SnapshotIndex {
+            hashes: Vec::with_capacity(rows.len()),
+            fingerprints: Vec::with_capacity(rows.len()),
+            flags: Vec::with_capacity(rows.len()),
+        };
+        for (h, f, fl) in rows {
+            idx.hashes.push(h);
+            idx.fingerprints.push(f);
+            idx.flags.push(fl);
+        }
+        idx
     }
 
     /// The row of the booking with this id hash, if any.
@@ -52,7 +77,7 @@ impl SnapshotIndex {
         self.hashes
             .binary_search(&hash)
             .ok()
-            .map(|i| self.entries[i])
+            .map(|i| entry(self.fingerprints[i], self.flags[i]))
     }
 
     /// Rows in the index.
@@ -62,10 +87,7 @@ impl SnapshotIndex {
 
     /// Every (id hash, row).
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
-        self.hashes
-            .iter()
-            .copied()
-            .zip(self.entries.iter().copied())
+        (0..self.hashes.len()).map(|i| (self.hashes[i], entry(self.fingerprints[i], self.flags[i])))
     }
 }
 
@@ -78,23 +100,14 @@ mod tests {
 
     #[test]
     fn finds_rows_by_hash() {
-        let mut rows: Vec<(u64, Entry)> = (0..100)
-            .map(|i| {
-                (
-                    id_hash(&i.to_string()),
-                    Entry {
-                        fingerprint: i,
-                        cancelled: i % 2 == 0,
-                        outside: false,
-                    },
-                )
-            })
+        let rows: Vec<(u64, u64, u8)> = (0..100)
+            .map(|i| (id_hash(&i.to_string()), i, u8::from(i % 2 == 0)))
             .collect();
-        rows.sort_unstable_by_key(|(h, _)| *h);
-        let (hashes, entries) = rows.into_iter().unzip();
-        let idx = SnapshotIndex { hashes, entries };
+        let idx = SnapshotIndex::from_rows(rows);
         assert_eq!(idx.len(), 100);
         assert_eq!(idx.get(id_hash("7")).unwrap().fingerprint, 7);
+        assert!(idx.get(id_hash("8")).unwrap().cancelled);
+        assert!(!idx.get(id_hash("7")).unwrap().cancelled);
         assert!(idx.get(id_hash("nope")).is_none());
         assert_eq!(idx.iter().count(), 100);
     }

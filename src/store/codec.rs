@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Result, StoreError};
+use crate::outbox::{Attempt, Booking, Delivery, DeliveryState, Event, EventKind, FieldChange};
 
 /// Encodes a serde row for `table`.
 pub(super) fn encode<T: Serialize>(table: &'static str, v: &T) -> Result<Vec<u8>> {
@@ -280,26 +281,21 @@ impl DocWriter {
 }
 
 /// Reads documents written by [`DocWriter`], keeping one zstd context per dictionary.
-pub(super) struct DocReader<'d> {
-    dicts: &'d mut dyn FnMut(u32) -> Result<Option<Vec<u8>>>,
+#[derive(Default)]
+pub(super) struct DocReader {
     contexts: Vec<(u32, zstd::bulk::Decompressor<'static>)>,
 }
 
-impl<'d> DocReader<'d> {
-    /// `dicts` gives a dictionary by id.
-    pub(super) fn new(dicts: &'d mut dyn FnMut(u32) -> Result<Option<Vec<u8>>>) -> Self {
-        DocReader {
-            dicts,
-            contexts: Vec::new(),
-        }
-    }
+/// Gives a compression dictionary by id.
+pub(super) type Dicts<'d> = dyn FnMut(u32) -> Result<Option<Vec<u8>>> + 'd;
 
-    pub(super) fn decode(&mut self, b: &[u8]) -> Result<serde_json::Value> {
-        let json = self.decode_json(b)?;
+impl DocReader {
+    pub(super) fn decode(&mut self, b: &[u8], dicts: &mut Dicts<'_>) -> Result<serde_json::Value> {
+        let json = self.decode_json(b, dicts)?;
         serde_json::from_slice(&json).map_err(|e| corrupt(DOCS_TABLE, e.to_string()))
     }
 
-    fn decode_json(&mut self, b: &[u8]) -> Result<Vec<u8>> {
+    fn decode_json(&mut self, b: &[u8], dicts: &mut Dicts<'_>) -> Result<Vec<u8>> {
         let mut rest = b;
         let [version, codec] = take::<2>(DOCS_TABLE, &mut rest)?;
         if version != DOC_V1 {
@@ -319,7 +315,7 @@ impl<'d> DocReader<'d> {
                         let z = if dict_id == 0 {
                             zstd::bulk::Decompressor::new()
                         } else {
-                            let d = (self.dicts)(dict_id)?.ok_or_else(|| {
+                            let d = dicts(dict_id)?.ok_or_else(|| {
                                 corrupt(
                                     DOCS_TABLE,
                                     format!("missing compression dictionary {dict_id}"),
@@ -340,6 +336,184 @@ impl<'d> DocReader<'d> {
             other => Err(corrupt(DOCS_TABLE, format!("unknown codec {other}"))),
         }
     }
+}
+
+/// Appends a length-prefixed string.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a length-prefixed string.
+fn take_str(table: &'static str, b: &mut &[u8]) -> Result<String> {
+    let len = u32::from_be_bytes(take(table, b)?) as usize;
+    if b.len() < len {
+        return Err(corrupt(table, "string longer than its row"));
+    }
+    let (s, rest) = b.split_at(len);
+    *b = rest;
+    String::from_utf8(s.to_vec()).map_err(|_| corrupt(table, "string is not UTF-8"))
+}
+
+const EVENT_V1: u8 = 1;
+pub(super) const EVENTS_TABLE: &str = "events_v2";
+
+fn kind_byte(k: EventKind) -> u8 {
+    match k {
+        EventKind::New => 1,
+        EventKind::Modify => 2,
+        EventKind::Cancel => 3,
+    }
+}
+
+/// An event: `[1][kind][seq u64][detected i64]` then the id, source, booking id, the booking's
+/// JSON and the field changes' JSON (empty when none), each length-prefixed.
+pub(super) fn encode_event(e: &Event) -> Result<Vec<u8>> {
+    let changes = if e.changes.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&e.changes).map_err(|err| StoreError::Encode {
+            table: EVENTS_TABLE,
+            reason: err.to_string(),
+        })?
+    };
+    let booking = e.booking.json();
+    let mut out = Vec::with_capacity(64 + e.id.len() + booking.len() + changes.len());
+    out.push(EVENT_V1);
+    out.push(kind_byte(e.kind));
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    out.extend_from_slice(&e.detected_ms.to_be_bytes());
+    put_str(&mut out, &e.id);
+    put_str(&mut out, &e.source);
+    put_str(&mut out, &e.booking_id);
+    put_str(&mut out, booking);
+    put_str(&mut out, &changes);
+    Ok(out)
+}
+
+/// Undoes [`encode_event`].
+pub(super) fn decode_event(b: &[u8]) -> Result<Event> {
+    let t = EVENTS_TABLE;
+    let mut b = b;
+    let [version, kind] = take::<2>(t, &mut b)?;
+    if version != EVENT_V1 {
+        return Err(unknown_version(t, version));
+    }
+    let kind = match kind {
+        1 => EventKind::New,
+        2 => EventKind::Modify,
+        3 => EventKind::Cancel,
+        other => return Err(corrupt(t, format!("unknown event kind {other}"))),
+    };
+    let seq = u64::from_be_bytes(take(t, &mut b)?);
+    let detected_ms = i64::from_be_bytes(take(t, &mut b)?);
+    let id = take_str(t, &mut b)?;
+    let source = take_str(t, &mut b)?;
+    let booking_id = take_str(t, &mut b)?;
+    let booking =
+        Booking::from_json(take_str(t, &mut b)?).map_err(|e| corrupt(t, e.to_string()))?;
+    let changes_json = take_str(t, &mut b)?;
+    let changes: Vec<FieldChange> = if changes_json.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&changes_json).map_err(|e| corrupt(t, e.to_string()))?
+    };
+    Ok(Event {
+        id,
+        seq,
+        kind,
+        source,
+        booking_id,
+        detected_ms,
+        booking,
+        changes,
+    })
+}
+
+const DELIVERY_V1: u8 = 1;
+pub(super) const DELIVERIES_TABLE: &str = "deliveries_v2";
+
+/// A delivery row: `[1][state][seq u64][attempts u32][next i64][created i64]`, the endpoint,
+/// event id and lane, then the attempt history (`[count u8]`, each `[at i64][status u16, 0 for
+/// none][latency u64][has error u8]` and the error and body strings).
+pub(super) fn encode_delivery(d: &Delivery) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(96 + d.history.iter().map(|a| a.body.len() + 32).sum::<usize>());
+    out.push(DELIVERY_V1);
+    out.push(match d.state {
+        DeliveryState::Pending => 1,
+        DeliveryState::Delivered => 2,
+        DeliveryState::Dead => 3,
+    });
+    out.extend_from_slice(&d.seq.to_be_bytes());
+    out.extend_from_slice(&d.attempts.to_be_bytes());
+    out.extend_from_slice(&d.next_ms.to_be_bytes());
+    out.extend_from_slice(&d.created_ms.to_be_bytes());
+    put_str(&mut out, &d.endpoint);
+    put_str(&mut out, &d.event_id);
+    put_str(&mut out, &d.lane);
+    let history = &d.history[d.history.len().saturating_sub(u8::MAX as usize)..];
+    out.push(history.len() as u8);
+    for a in history {
+        out.extend_from_slice(&a.at_ms.to_be_bytes());
+        out.extend_from_slice(&a.status.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&a.latency_ms.to_be_bytes());
+        out.push(u8::from(a.error.is_some()));
+        put_str(&mut out, a.error.as_deref().unwrap_or(""));
+        put_str(&mut out, &a.body);
+    }
+    out
+}
+
+/// Undoes [`encode_delivery`].
+pub(super) fn decode_delivery(b: &[u8]) -> Result<Delivery> {
+    let t = DELIVERIES_TABLE;
+    let mut b = b;
+    let [version, state] = take::<2>(t, &mut b)?;
+    if version != DELIVERY_V1 {
+        return Err(unknown_version(t, version));
+    }
+    let state = match state {
+        1 => DeliveryState::Pending,
+        2 => DeliveryState::Delivered,
+        3 => DeliveryState::Dead,
+        other => return Err(corrupt(t, format!("unknown delivery state {other}"))),
+    };
+    let seq = u64::from_be_bytes(take(t, &mut b)?);
+    let attempts = u32::from_be_bytes(take(t, &mut b)?);
+    let next_ms = i64::from_be_bytes(take(t, &mut b)?);
+    let created_ms = i64::from_be_bytes(take(t, &mut b)?);
+    let endpoint = take_str(t, &mut b)?;
+    let event_id = take_str(t, &mut b)?;
+    let lane = take_str(t, &mut b)?;
+    let [count] = take::<1>(t, &mut b)?;
+    let mut history = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let at_ms = i64::from_be_bytes(take(t, &mut b)?);
+        let status = u16::from_be_bytes(take(t, &mut b)?);
+        let latency_ms = u64::from_be_bytes(take(t, &mut b)?);
+        let [has_error] = take::<1>(t, &mut b)?;
+        let error = take_str(t, &mut b)?;
+        let body = take_str(t, &mut b)?;
+        history.push(Attempt {
+            at_ms,
+            status: (status != 0).then_some(status),
+            error: (has_error != 0).then_some(error),
+            latency_ms,
+            body,
+        });
+    }
+    Ok(Delivery {
+        endpoint,
+        event_id,
+        seq,
+        lane,
+        state,
+        attempts,
+        next_ms,
+        created_ms,
+        history,
+    })
 }
 
 /// Packs id hashes (a page's seen ids) as little-endian u64s.
@@ -433,25 +607,71 @@ mod tests {
             .collect();
         let dict = zstd::dict::from_samples(&samples, 4096).unwrap();
         let mut dicts = |id: u32| Ok((id == 3).then(|| dict.clone()));
-        let mut reader = DocReader::new(&mut dicts);
+        let mut reader = DocReader::default();
         for d in [None, Some((3, dict.as_slice()))] {
             let b = DocWriter::new(d).unwrap().encode(&json).unwrap();
-            assert_eq!(reader.decode(&b).unwrap(), doc);
+            assert_eq!(reader.decode(&b, &mut dicts).unwrap(), doc);
         }
         let b = DocWriter::new(Some((4, dict.as_slice())))
             .unwrap()
             .encode(&json)
             .unwrap();
         assert!(
-            reader.decode(&b).is_err(),
+            reader.decode(&b, &mut dicts).is_err(),
             "a missing dictionary is corruption"
         );
         let mut short = DocWriter::new(None).unwrap().encode(&json).unwrap();
         short.truncate(12);
         assert!(
-            reader.decode(&short).is_err(),
+            reader.decode(&short, &mut dicts).is_err(),
             "a truncated row is corruption"
         );
+    }
+
+    #[test]
+    fn events_and_deliveries_round_trip() {
+        let e = Event {
+            id: "evt_1".into(),
+            seq: 9,
+            kind: EventKind::Modify,
+            source: "s".into(),
+            booking_id: "7".into(),
+            detected_ms: 1_700_000_000_123,
+            booking: Booking::from_value(serde_json::json!({"id": 7, "g": "Zoë & \"Bob\""}))
+                .unwrap(),
+            changes: vec![FieldChange {
+                path: "/g".into(),
+                old: serde_json::json!("a"),
+                new: serde_json::json!(null),
+            }],
+        };
+        let back = decode_event(&encode_event(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+        let mut d = Delivery::new("crm", &e);
+        d.history.push(Attempt {
+            at_ms: 5,
+            status: Some(503),
+            error: None,
+            latency_ms: 12,
+            body: "busy".into(),
+        });
+        d.history.push(Attempt {
+            at_ms: 6,
+            status: None,
+            error: Some("timed out".into()),
+            latency_ms: 15_000,
+            body: String::new(),
+        });
+        d.attempts = 2;
+        d.state = DeliveryState::Dead;
+        assert_eq!(decode_delivery(&encode_delivery(&d)).unwrap(), d);
+        let mut future = encode_delivery(&d);
+        future[0] = 7;
+        assert!(matches!(
+            decode_delivery(&future),
+            Err(StoreError::UnknownRowVersion { version: 7, .. })
+        ));
+        assert!(decode_event(&encode_event(&e).unwrap()[..20]).is_err());
     }
 
     #[test]

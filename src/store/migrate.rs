@@ -1,19 +1,25 @@
 //! Upgrading a state file written by an earlier release, in place and in the same transaction
 //! that marks it with the new schema version, so a crash mid-way leaves the old file as it was.
 //!
-//! Version 1 (the first release) kept each booking as one serde_json row holding its document.
-//! Version 2 splits that into a compact snapshot row and a compressed document apart. Events,
-//! deliveries, lanes, dead letters, endpoint state and tokens keep their layout.
+//! Version 1 (the first release) kept each booking as one serde_json row holding its document,
+//! and events and deliveries as serde_json. Version 2 splits a booking into a compact snapshot
+//! row and a compressed document apart, writes events and deliveries in binary layouts, and keys
+//! the due index by endpoint first. Lanes, dead letters, the retention indexes, endpoint state and
+//! tokens keep their layout.
 
 use std::collections::BTreeMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 
-use super::codec::{DocWriter, SnapRow, booking_key};
-use super::{DICTS, DOCS, META, NEXT_DICT, Result, SNAPSHOT, StoreError};
+use super::codec::{DocWriter, SnapRow, booking_key, encode_delivery, encode_event};
+use super::{DELIVERIES, DICTS, DOCS, DUE, EVENTS, META, NEXT_DICT, Result, SNAPSHOT, StoreError};
+use crate::outbox::{Delivery, Event};
 
 const SNAPSHOT_V1: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("snapshot_v1");
+const EVENTS_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
+const DELIVERIES_V1: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries_v1");
+const DUE_V1: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("due_v1");
 
 /// Documents sampled per source to train its dictionary.
 const SAMPLES: usize = 2000;
@@ -56,6 +62,53 @@ pub(super) fn run(txn: &WriteTransaction, from: u64) -> Result<()> {
 }
 
 fn v1_to_v2(txn: &WriteTransaction) -> Result<()> {
+    snapshot_v1_to_v2(txn)?;
+    queue_v1_to_v2(txn)
+}
+
+/// Events and deliveries into their binary layouts; the due index keyed by endpoint first.
+fn queue_v1_to_v2(txn: &WriteTransaction) -> Result<()> {
+    let bad = |table: &'static str| {
+        move |e: serde_json::Error| StoreError::Corrupt {
+            table,
+            reason: e.to_string(),
+        }
+    };
+    {
+        let old = txn.open_table(EVENTS_V1)?;
+        let mut new = txn.open_table(EVENTS)?;
+        for entry in old.range::<u64>(..)? {
+            let (k, v) = entry?;
+            let e: Event = serde_json::from_slice(v.value()).map_err(bad("events_v1"))?;
+            new.insert(k.value(), encode_event(&e)?.as_slice())?;
+        }
+    }
+    {
+        let old = txn.open_table(DELIVERIES_V1)?;
+        let mut new = txn.open_table(DELIVERIES)?;
+        for entry in old.range::<(&str, u64)>(..)? {
+            let (k, v) = entry?;
+            let d: Delivery = serde_json::from_slice(v.value()).map_err(bad("deliveries_v1"))?;
+            new.insert(k.value(), encode_delivery(&d).as_slice())?;
+        }
+    }
+    {
+        let old = txn.open_table(DUE_V1)?;
+        let mut new = txn.open_table(DUE)?;
+        for entry in old.range::<(i64, &str, u64)>(..)? {
+            let (k, _) = entry?;
+            let (at, ep, seq) = k.value();
+            new.insert((ep, at, seq), ())?;
+        }
+    }
+    txn.delete_table(EVENTS_V1)?;
+    txn.delete_table(DELIVERIES_V1)?;
+    txn.delete_table(DUE_V1)?;
+    Ok(())
+}
+
+/// Each booking row into a compact snapshot row and a compressed document.
+fn snapshot_v1_to_v2(txn: &WriteTransaction) -> Result<()> {
     let old = txn.open_table(SNAPSHOT_V1)?;
     let mut samples: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for entry in old.range::<(&str, &str)>(..)? {

@@ -9,14 +9,14 @@ use serde_json::Value;
 
 use super::codec::{
     DocReader, DocWriter, SnapRow, Staged, StagedOp, booking_key, decode, decode_blob, encode,
-    encode_blob, key_id, pack_hashes, source_range, unpack_hashes,
+    encode_blob, encode_delivery, encode_event, key_id, pack_hashes, source_range, unpack_hashes,
 };
 use super::rows::SourceState;
 use super::{
     DELIVERIES, DICTS, DOCS, DUE, EVENT_IDS, EVENT_REFS, EVENTS, LANES, META, NEXT_DICT, NEXT_GEN,
     NEXT_SEQ, ORPHANS, PROGRESS, Result, SEEN, SNAPSHOT, SOURCES, STAGING, Store, StoreError,
 };
-use crate::outbox::{Delivery, Event, EventKind, FieldChange};
+use crate::outbox::{Booking, Delivery, Event, EventKind, FieldChange};
 
 /// A page needs at least this many documents to train the source's compression dictionary on.
 const DICT_MIN_SAMPLES: usize = 32;
@@ -59,52 +59,60 @@ pub enum PageOp {
 impl Store {
     /// The stored state of a source, if it ever completed a poll.
     pub fn source_state(&self, source: &str) -> Result<Option<SourceState>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(SOURCES)?;
-        match t.get(source)? {
-            Some(v) => Ok(Some(decode("sources_v1", v.value())?)),
-            None => Ok(None),
-        }
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(SOURCES)?;
+            match t.get(source)? {
+                Some(v) => Ok(Some(decode("sources_v1", v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The checkpoint of the poll of `source` staged so far, with its generation.
     pub fn checkpoint(&self, source: &str) -> Result<Option<(u32, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(PROGRESS)?;
-        match t.get(source)? {
-            Some(v) => Ok(Some(split_progress(v.value())?)),
-            None => Ok(None),
-        }
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(PROGRESS)?;
+            match t.get(source)? {
+                Some(v) => Ok(Some(split_progress(v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Starts a poll: drops whatever another poll of `source` left staged, allocates a document
     /// generation and writes the first checkpoint. Returns the generation.
     pub fn begin_poll(&self, source: &str, checkpoint: &[u8]) -> Result<u32> {
-        let txn = self.db.begin_write()?;
-        let generation = {
-            discard_in(&txn, source)?;
-            let mut meta = txn.open_table(META)?;
-            let generation = meta.get(NEXT_GEN)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert(NEXT_GEN, generation + 1)?;
-            let generation = u32::try_from(generation).map_err(|_| StoreError::Corrupt {
-                table: "meta_v1",
-                reason: "document generations exhausted".into(),
-            })?;
-            txn.open_table(PROGRESS)?
-                .insert(source, join_progress(generation, checkpoint).as_slice())?;
-            generation
-        };
-        txn.commit()?;
-        Ok(generation)
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            let generation = {
+                discard_in(&txn, source)?;
+                let mut meta = txn.open_table(META)?;
+                let generation = meta.get(NEXT_GEN)?.map(|v| v.value()).unwrap_or(1);
+                meta.insert(NEXT_GEN, generation + 1)?;
+                let generation = u32::try_from(generation).map_err(|_| StoreError::Corrupt {
+                    table: "meta_v1",
+                    reason: "document generations exhausted".into(),
+                })?;
+                txn.open_table(PROGRESS)?
+                    .insert(source, join_progress(generation, checkpoint).as_slice())?;
+                generation
+            };
+            txn.commit()?;
+            Ok(generation)
+        })
     }
 
     /// Drops a staged poll: its staged rows and documents, seen pages and checkpoint. The snapshot
     /// is untouched.
     pub fn discard_poll(&self, source: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        discard_in(&txn, source)?;
-        txn.commit()?;
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            discard_in(&txn, source)?;
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Writes one page in one transaction: its changes, the ids it saw (when disappearances are
@@ -118,84 +126,92 @@ impl Store {
         checkpoint: &[u8],
         durable: bool,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
-        // Where the file cannot take a non-durable commit, the page is simply fsynced.
-        if !durable && txn.set_durability(Durability::None).is_err() {
-            tracing::debug!("non-durable commit refused; staging the page durably");
-        }
-        {
-            let mut progress = txn.open_table(PROGRESS)?;
-            let generation = match progress.get(source)? {
-                Some(v) => split_progress(v.value())?.0,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        table: "progress_v1",
-                        reason: format!("a page was staged for {source} without a running poll"),
-                    });
+        self.guard(|| {
+            let mut txn = self.db.begin_write()?;
+            // Where the file cannot take a non-durable commit, the page is simply fsynced.
+            if !durable && txn.set_durability(Durability::None).is_err() {
+                tracing::debug!("non-durable commit refused; staging the page durably");
+            }
+            {
+                let mut progress = txn.open_table(PROGRESS)?;
+                let generation = match progress.get(source)? {
+                    Some(v) => split_progress(v.value())?.0,
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            table: "progress_v1",
+                            reason: format!(
+                                "a page was staged for {source} without a running poll"
+                            ),
+                        });
+                    }
+                };
+                progress.insert(source, join_progress(generation, checkpoint).as_slice())?;
+                let mut staging = txn.open_table(STAGING)?;
+                let mut docs = txn.open_table(DOCS)?;
+                let mut writer = None;
+                for op in ops {
+                    match op {
+                        PageOp::Doc { id, json, staged } => {
+                            let w = match &mut writer {
+                                Some(w) => w,
+                                None => writer.insert(doc_writer(&txn, source, ops)?),
+                            };
+                            docs.insert(
+                                (source, id.as_str(), generation),
+                                w.encode(json)?.as_slice(),
+                            )?;
+                            staging.insert(
+                                booking_key(source, id).as_slice(),
+                                staged.encode().as_slice(),
+                            )?;
+                        }
+                        PageOp::Mark { id, staged } => {
+                            staging.insert(
+                                booking_key(source, id).as_slice(),
+                                staged.encode().as_slice(),
+                            )?;
+                        }
+                        PageOp::Unstage { id } => {
+                            staging.remove(booking_key(source, id).as_slice())?;
+                            docs.remove((source, id.as_str(), generation))?;
+                        }
+                    }
                 }
-            };
-            progress.insert(source, join_progress(generation, checkpoint).as_slice())?;
-            let mut staging = txn.open_table(STAGING)?;
-            let mut docs = txn.open_table(DOCS)?;
-            let mut writer = None;
-            for op in ops {
-                match op {
-                    PageOp::Doc { id, json, staged } => {
-                        let w = match &mut writer {
-                            Some(w) => w,
-                            None => writer.insert(doc_writer(&txn, source, ops)?),
-                        };
-                        docs.insert(
-                            (source, id.as_str(), generation),
-                            w.encode(json)?.as_slice(),
-                        )?;
-                        staging.insert(
-                            booking_key(source, id).as_slice(),
-                            staged.encode().as_slice(),
-                        )?;
-                    }
-                    PageOp::Mark { id, staged } => {
-                        staging.insert(
-                            booking_key(source, id).as_slice(),
-                            staged.encode().as_slice(),
-                        )?;
-                    }
-                    PageOp::Unstage { id } => {
-                        staging.remove(booking_key(source, id).as_slice())?;
-                        docs.remove((source, id.as_str(), generation))?;
-                    }
+                if let Some((page, hashes)) = seen {
+                    txn.open_table(SEEN)?
+                        .insert((source, page), pack_hashes(hashes).as_slice())?;
                 }
             }
-            if let Some((page, hashes)) = seen {
-                txn.open_table(SEEN)?
-                    .insert((source, page), pack_hashes(hashes).as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Calls `f` with every booking id staged for `source`.
     pub fn staged_ids(&self, source: &str, mut f: impl FnMut(&str)) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(STAGING)?;
-        let (lo, hi) = source_range(source);
-        for entry in t.range(lo.as_slice()..hi.as_slice())? {
-            let (k, _) = entry?;
-            f(key_id("staging_v1", k.value())?);
-        }
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(STAGING)?;
+            let (lo, hi) = source_range(source);
+            for entry in t.range(lo.as_slice()..hi.as_slice())? {
+                let (k, _) = entry?;
+                f(key_id("staging_v1", k.value())?);
+            }
+            Ok(())
+        })
     }
 
     /// Calls `f` with every id hash the staged pages of `source` saw.
     pub fn seen_hashes(&self, source: &str, mut f: impl FnMut(u64)) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(SEEN)?;
-        for entry in t.range((source, 0u32)..=(source, u32::MAX))? {
-            let (_, v) = entry?;
-            unpack_hashes(v.value()).for_each(&mut f);
-        }
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(SEEN)?;
+            for entry in t.range((source, 0u32)..=(source, u32::MAX))? {
+                let (_, v) = entry?;
+                unpack_hashes(v.value()).for_each(&mut f);
+            }
+            Ok(())
+        })
     }
 
     /// Promotes the staged poll of `source` in ONE write transaction: `f` decides every staged
@@ -206,24 +222,26 @@ impl Store {
         source: &str,
         f: impl FnOnce(&mut Promotion<'_>) -> Result<T>,
     ) -> Result<T> {
-        let txn = self.db.begin_write()?;
-        let out = {
-            let generation = match txn.open_table(PROGRESS)?.get(source)? {
-                Some(v) => split_progress(v.value())?.0,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        table: "progress_v1",
-                        reason: format!("no staged poll of {source} to promote"),
-                    });
-                }
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            let out = {
+                let generation = match txn.open_table(PROGRESS)?.get(source)? {
+                    Some(v) => split_progress(v.value())?.0,
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            table: "progress_v1",
+                            reason: format!("no staged poll of {source} to promote"),
+                        });
+                    }
+                };
+                let mut p = Promotion::new(&txn, source, generation)?;
+                let out = f(&mut p)?;
+                p.finish()?;
+                out
             };
-            let mut p = Promotion::new(&txn, source, generation)?;
-            let out = f(&mut p)?;
-            p.finish()?;
-            out
-        };
-        txn.commit()?;
-        Ok(out)
+            txn.commit()?;
+            Ok(out)
+        })
     }
 }
 
@@ -326,12 +344,13 @@ pub struct Promotion<'t> {
     events: Table<'t, u64, &'static [u8]>,
     deliveries: Table<'t, (&'static str, u64), &'static [u8]>,
     lanes: Table<'t, (&'static str, &'static str, u64), ()>,
-    due: Table<'t, (i64, &'static str, u64), ()>,
+    due: Table<'t, (&'static str, i64, u64), ()>,
     meta: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, u64>,
     event_refs: Table<'t, u64, u32>,
     orphans: Table<'t, (i64, u64), ()>,
     txn: &'t WriteTransaction,
+    reader: DocReader,
     emitted: Vec<Event>,
     emitted_total: usize,
 }
@@ -355,6 +374,7 @@ impl<'t> Promotion<'t> {
             event_refs: txn.open_table(EVENT_REFS)?,
             orphans: txn.open_table(ORPHANS)?,
             txn,
+            reader: DocReader::default(),
             emitted: Vec::new(),
             emitted_total: 0,
         })
@@ -474,7 +494,7 @@ impl<'t> Promotion<'t> {
         let mut dict = |n: u32| -> Result<Option<Vec<u8>>> {
             Ok(dicts.get((source.as_str(), n))?.map(|v| v.value().to_vec()))
         };
-        DocReader::new(&mut dict).decode(&bytes)
+        self.reader.decode(&bytes, &mut dict)
     }
 
     /// Creates an event (id and sequence fixed now) and one pending delivery per endpoint.
@@ -487,6 +507,10 @@ impl<'t> Promotion<'t> {
         endpoints: &[(&str, i64)],
         detected_ms: i64,
     ) -> Result<()> {
+        let booking = Booking::from_value(booking).map_err(|e| StoreError::Encode {
+            table: "events_v2",
+            reason: e.to_string(),
+        })?;
         let seq = self.meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
         self.meta.insert(NEXT_SEQ, seq + 1)?;
         let event = Event {
@@ -499,8 +523,7 @@ impl<'t> Promotion<'t> {
             booking,
             changes,
         };
-        self.events
-            .insert(seq, encode("events_v1", &event)?.as_slice())?;
+        self.events.insert(seq, encode_event(&event)?.as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;
         if endpoints.is_empty() {
             // Nobody subscribes to it: it ages out of the history on its own.
@@ -512,7 +535,7 @@ impl<'t> Promotion<'t> {
             let mut d = Delivery::new(ep, &event);
             d.next_ms += first_delay_ms;
             self.deliveries
-                .insert((*ep, seq), encode("deliveries_v1", &d)?.as_slice())?;
+                .insert((*ep, seq), encode_delivery(&d).as_slice())?;
             let lane = d.lane.as_str();
             let lane_empty = self
                 .lanes
@@ -521,7 +544,7 @@ impl<'t> Promotion<'t> {
                 .is_none();
             self.lanes.insert((*ep, lane, seq), ())?;
             if lane_empty {
-                self.due.insert((d.next_ms, *ep, seq), ())?;
+                self.due.insert((*ep, d.next_ms, seq), ())?;
             }
         }
         self.emitted_total += 1;

@@ -73,9 +73,13 @@ fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
     .unwrap();
 }
 
-fn no_skip(_: &str, _: u64) -> bool {
-    false
-}
+/// Every endpoint the tests use, each up to 10 due rows, none in flight.
+const ALL: [(&str, usize, &[u64]); 4] = [
+    ("ep", 10, &[]),
+    ("a", 10, &[]),
+    ("b", 10, &[]),
+    ("other", 10, &[]),
+];
 
 fn finish(s: &Store, item: &DueItem, state: DeliveryState, now: i64) {
     let mut d = item.delivery.clone();
@@ -91,11 +95,11 @@ fn only_lane_heads_are_due_and_finishing_promotes_the_next() {
     emit(&s, "b1", &["ep"], 10);
     emit(&s, "b1", &["ep"], 11);
     emit(&s, "b2", &["ep"], 12);
-    let due = s.due(100, 10, &no_skip).unwrap();
+    let due = s.due(100, &ALL).unwrap();
     let seqs: Vec<u64> = due.items.iter().map(|i| i.event.seq).collect();
     assert_eq!(seqs, [1, 3], "b1's second event waits behind its first");
     finish(&s, &due.items[0], DeliveryState::Delivered, 100);
-    let due = s.due(100, 10, &no_skip).unwrap();
+    let due = s.due(100, &ALL).unwrap();
     let seqs: Vec<u64> = due.items.iter().map(|i| i.event.seq).collect();
     assert_eq!(seqs, [3, 2]);
 }
@@ -105,16 +109,46 @@ fn retry_moves_the_head_in_time_without_blocking_other_lanes() {
     let (_d, s) = store();
     emit(&s, "b1", &["ep"], 10);
     emit(&s, "b2", &["ep"], 10);
-    let due = s.due(10, 10, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     let mut d = due.items[0].delivery.clone();
     d.attempts = 1;
     d.next_ms = 5000;
     s.record(&[(d, 10)], 10).unwrap();
-    let due = s.due(10, 10, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     assert_eq!(due.items.len(), 1);
     assert_eq!(due.items[0].event.booking_id, "b2");
     assert_eq!(due.next_due_ms, Some(5000));
-    assert_eq!(s.due(5000, 10, &no_skip).unwrap().items.len(), 2);
+    assert_eq!(s.due(5000, &ALL).unwrap().items.len(), 2);
+}
+
+#[test]
+fn oldest_pending_is_the_front_of_each_endpoints_due_index() {
+    let (_d, s) = store();
+    assert!(s.oldest_pending().unwrap().is_empty());
+    emit(&s, "b1", &["a", "b"], 10);
+    emit(&s, "b2", &["a"], 20);
+    emit(&s, "b3", &["c"], 30);
+    assert_eq!(
+        s.oldest_pending().unwrap(),
+        [
+            ("a".to_string(), 10),
+            ("b".to_string(), 10),
+            ("c".to_string(), 30)
+        ]
+    );
+    // Delivering a's first head leaves its next one (created at 20) at the front.
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Delivered, 100);
+    assert_eq!(s.oldest_pending().unwrap()[0], ("a".to_string(), 20));
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Dead, 100);
+    let left: Vec<String> = s
+        .oldest_pending()
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(left, ["b", "c"], "nothing pending for a");
 }
 
 #[test]
@@ -150,7 +184,7 @@ fn a_failed_poll_commits_nothing() {
     assert!(r.is_err());
     assert!(s.booking("src", "b1").unwrap().is_none());
     assert!(s.events().unwrap().is_empty());
-    assert!(s.due(100, 10, &no_skip).unwrap().items.is_empty());
+    assert!(s.due(100, &ALL).unwrap().items.is_empty());
     assert!(
         s.checkpoint("src").unwrap().is_some(),
         "the staged poll is still there to resume"
@@ -246,7 +280,7 @@ fn a_page_with_enough_documents_trains_the_source_dictionary() {
 fn stale_outcomes_are_ignored() {
     let (_d, s) = store();
     emit(&s, "b1", &["ep"], 10);
-    let item = s.due(10, 10, &no_skip).unwrap().items.remove(0);
+    let item = s.due(10, &ALL).unwrap().items.remove(0);
     finish(&s, &item, DeliveryState::Delivered, 10);
     // The same outcome recorded twice (e.g. a duplicate) must not touch the lane again.
     let mut d = item.delivery.clone();
@@ -262,17 +296,17 @@ fn stale_outcomes_are_ignored() {
 fn dead_letters_can_be_replayed_with_the_same_event() {
     let (_d, s) = store();
     let ev = emit(&s, "b1", &["ep"], 10).remove(0);
-    let item = s.due(10, 10, &no_skip).unwrap().items.remove(0);
+    let item = s.due(10, &ALL).unwrap().items.remove(0);
     finish(&s, &item, DeliveryState::Dead, 10);
     assert_eq!(s.counts().unwrap().dead, 1);
-    assert!(s.due(10, 10, &no_skip).unwrap().items.is_empty());
+    assert!(s.due(10, &ALL).unwrap().items.is_empty());
     let sel = ReplaySelector::Event {
         id: ev.id.clone(),
         endpoint: None,
     };
     assert_eq!(s.replay(&sel, 20).unwrap(), 1);
     assert_eq!(s.replay(&sel, 20).unwrap(), 0, "already pending");
-    let again = s.due(20, 10, &no_skip).unwrap().items.remove(0);
+    let again = s.due(20, &ALL).unwrap().items.remove(0);
     assert_eq!(again.event.id, ev.id);
     assert_eq!(again.delivery.attempts, 0);
 }
@@ -285,7 +319,7 @@ fn prune_removes_delivered_history_and_orphan_events_only() {
     let orphan = emit(&s, "b3", &[], 10).remove(0);
     let pending = emit(&s, "b4", &["ep"], 10).remove(0);
     let two_eps = emit(&s, "b5", &["ep", "other"], 10).remove(0);
-    for item in s.due(10, 10, &no_skip).unwrap().items {
+    for item in s.due(10, &ALL).unwrap().items {
         let state = match item.event.booking_id.as_str() {
             "b1" | "b5" => DeliveryState::Delivered,
             "b2" => DeliveryState::Dead,
@@ -333,7 +367,7 @@ fn state_survives_reopen() {
         emit(&s, "b1", &["a", "b"], 10).remove(0)
     };
     let s = Store::open(&path).unwrap();
-    let due = s.due(10, 10, &no_skip).unwrap();
+    let due = s.due(10, &ALL).unwrap();
     assert_eq!(due.items.len(), 2);
     assert!(due.items.iter().all(|i| i.event.id == ev.id));
     let next = emit(&s, "b2", &["a"], 11).remove(0);
@@ -356,4 +390,115 @@ fn known_lists_only_this_source() {
         }]
     );
     assert_eq!(s.known("a").unwrap(), known);
+}
+
+#[tokio::test]
+async fn a_panicking_operation_is_corruption_and_every_later_one_is_refused() {
+    let (d, s) = store();
+    let path = d.path().join("t.redb");
+    assert!(s.corruption().is_none());
+    let r: Result<()> = s.run(|_| panic!("simulated engine panic")).await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupted { .. }), "{e}");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("is corrupt"), "{message}");
+    assert!(message.contains("simulated engine panic"), "{message}");
+    // The flag is set, on every clone, and nothing touches the file any more.
+    let clone = s.clone();
+    assert!(clone.corruption().is_some_and(|e| e.is_corruption()));
+    assert!(s.counts().unwrap_err().is_corruption());
+    assert!(clone.run(|s| s.counts()).await.unwrap_err().is_corruption());
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), s.corrupted())
+        .await
+        .expect("corrupted() returns once the flag is set");
+    assert!(waited.is_corruption());
+}
+
+#[tokio::test]
+async fn the_engines_corruption_error_marks_the_file_corrupt() {
+    let (_d, s) = store();
+    let r: Result<()> = s
+        .run(|_| Err(StoreError::Db(redb::Error::Corrupted("bad page".into()))))
+        .await;
+    assert!(r.unwrap_err().is_corruption());
+    assert!(s.corruption().is_some());
+}
+
+#[tokio::test]
+async fn other_failures_are_not_corruption() {
+    let (_d, s) = store();
+    let r: Result<()> = s.run(|_| Err(StoreError::Task("boom".into()))).await;
+    assert!(matches!(r, Err(StoreError::Task(_))));
+    let r: Result<()> = s
+        .run(|_| {
+            Err(StoreError::Corrupt {
+                table: "events_v2",
+                reason: "one bad row".into(),
+            })
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt { .. })));
+    assert!(s.corruption().is_none());
+    s.counts().unwrap();
+}
+
+#[test]
+fn a_file_another_process_holds_is_reported_as_in_use() {
+    let (d, _s) = store();
+    let e = Store::open(&d.path().join("t.redb")).unwrap_err();
+    assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+}
+
+#[test]
+fn a_path_under_a_file_names_the_os_error_not_another_pollhook() {
+    let e = Store::open(Path::new("/dev/null/state.redb")).unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("/dev/null/state.redb"), "{message}");
+    assert!(message.contains("Not a directory"), "{message}");
+    assert!(!message.contains("another pollhook"), "{message}");
+}
+
+#[test]
+fn a_new_file_is_0600_and_leaves_no_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, _s) = store();
+    let mode = std::fs::metadata(d.path().join("t.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["t.redb"]);
+}
+
+#[test]
+fn a_redb_database_without_tables_holds_nothing_and_is_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    drop(redb::Database::create(&path).unwrap());
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.counts().unwrap().events, 0);
+    drop(s);
+    let found = Store::inspect(&path).unwrap();
+    assert_eq!(found.schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn an_empty_file_is_not_a_store_for_inspection_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    assert!(matches!(
+        Store::inspect(&path),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!path.exists(), "inspection creates nothing");
+    std::fs::write(&path, b"").unwrap();
+    let e = Store::inspect(&path).unwrap_err();
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }

@@ -12,7 +12,7 @@ use crate::config::{Auth, EndpointConfig, Format, parse_duration, raw};
 use crate::outbox::EventKind;
 use crate::retry::RetryPolicy;
 use crate::signing::SigningKey;
-use crate::template::Template;
+use crate::template::{Template, UrlTemplate};
 
 /// What an endpoint inherits from `[delivery]` when it does not say.
 #[derive(Clone)]
@@ -86,6 +86,7 @@ impl Validator {
                 &["none", "header", "basic", "bearer", "oauth2"],
             )?,
         };
+        let redactor = super::secret::redactor(&auth, [], [url.as_ref()]);
         let methods = self.event_methods(&k, &re.methods);
         let failing_after = self.positive_duration(
             &k("failing_after"),
@@ -117,6 +118,7 @@ impl Validator {
             body,
             url_template,
             variables,
+            redactor,
         })
     }
 
@@ -162,7 +164,7 @@ impl Validator {
         key: &str,
         text: Option<&str>,
         variables: &BTreeMap<String, String>,
-    ) -> (Option<Url>, Option<Template>) {
+    ) -> (Option<Url>, Option<UrlTemplate>) {
         let Some(text) = text else {
             self.bad(key, "is required: the http:// or https:// URL");
             return (None, None);
@@ -205,7 +207,16 @@ impl Validator {
                 .unwrap_or("");
         }
         sample.push_str(rest);
-        (self.url(key, Some(&sample)), Some(template))
+        let Some(url) = self.url(key, Some(&sample)) else {
+            return (None, None);
+        };
+        match UrlTemplate::new(template) {
+            Ok(t) => (Some(url), Some(t)),
+            Err(e) => {
+                self.bad(key, e.to_string());
+                (None, None)
+            }
+        }
     }
 
     /// `format` (v1 query-string ping or v2 JSON body) and the HTTP `method`, whose default

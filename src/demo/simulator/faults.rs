@@ -27,6 +27,12 @@ impl Simulator {
         self.shared.lock().corrupt_pages.push(page);
     }
 
+    /// The next request for listing page `page` (1-based) answers HTTP `status` (400 if it is not
+    /// a valid status) as an API whose page links or cursors expire does.
+    pub fn refuse_page(&self, page: u32, status: u16) {
+        self.shared.lock().refused_pages.push((page, status));
+    }
+
     /// The next request for listing page `page` (1-based) that has records answers with one
     /// record (the first) lacking its `id` field.
     pub fn drop_id_on_page(&self, page: u32) {
@@ -77,6 +83,13 @@ impl SimState {
         } else {
             None
         }
+    }
+
+    /// Takes a refusal [`Simulator::refuse_page`] queued for listing page `page`.
+    pub(super) fn take_refusal(&mut self, page: usize) -> Option<u16> {
+        let page = u32::try_from(page).ok()?;
+        let i = self.refused_pages.iter().position(|(p, _)| *p == page)?;
+        Some(self.refused_pages.remove(i).1)
     }
 
     /// Takes the fault queued for listing page `page`: a [`Simulator::corrupt_page`] first, else

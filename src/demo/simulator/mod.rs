@@ -250,6 +250,10 @@ struct SimState {
     fail_status: u16,
     corrupt_pages: Vec<u32>,
     drop_id_pages: Vec<u32>,
+    /// [`Simulator::refuse_page`]: (page, status) answered once each.
+    refused_pages: Vec<(u32, u16)>,
+    /// The page number of every listing request served, in order.
+    listed_pages: Vec<usize>,
     /// [`Simulator::set_today`]; `None`: the real UTC date.
     today: Option<NaiveDate>,
     vendor: VendorState,
@@ -487,6 +491,8 @@ impl Simulator {
                 fail_status: 500,
                 corrupt_pages: Vec::new(),
                 drop_id_pages: Vec::new(),
+                refused_pages: Vec::new(),
+                listed_pages: Vec::new(),
                 today: None,
                 vendor: VendorState::new(),
             }),
@@ -599,6 +605,11 @@ impl Simulator {
     /// (single-booking lookups are not counted).
     pub fn requests(&self) -> u64 {
         self.shared.lock().requests
+    }
+
+    /// The page number of every listing request with a valid page, in the order they came.
+    pub fn listed_pages(&self) -> Vec<usize> {
+        self.shared.lock().listed_pages.clone()
     }
 
     /// Subscribes to the changes made from now on (by the mutators and the pace task). A
@@ -858,6 +869,14 @@ async fn list_bookings(State(shared): State<Arc<Shared>>, uri: Uri) -> Response 
             (Ok(page), Ok(per_page)) => (page.unwrap_or(1), per_page.unwrap_or(shared.page_size)),
             (Err(e), _) | (_, Err(e)) => return error_response(400, &e),
         };
+        st.listed_pages.push(page);
+        if let Some(status) = st.take_refusal(page) {
+            drop(st);
+            return error_response(
+                status,
+                "this page link has expired; start again from page 1",
+            );
+        }
         let start = (page - 1).saturating_mul(per_page);
         let data: Vec<Value> = st
             .bookings
