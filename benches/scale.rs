@@ -960,6 +960,9 @@ struct Passes {
     data: Dataset,
     changed: Dataset,
     state_bytes: u64,
+    /// Blocks the state file occupies on disk (redb grows the file ahead of use; the kernel may
+    /// keep the unwritten part sparse).
+    state_disk_bytes: u64,
     /// What redb says of the state file after the passes.
     redb: RedbStats,
     /// VmRSS of this process after the passes, the App dropped; then after `malloc_trim`.
@@ -1101,6 +1104,7 @@ fn main_passes(b: &Bench) -> Passes {
         });
     }
     let state_bytes = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+    let state_disk_bytes = disk_bytes(&store);
     drop(app);
     std::thread::sleep(Duration::from_secs(1));
     let after_kb = rss_kb();
@@ -1117,10 +1121,17 @@ fn main_passes(b: &Bench) -> Passes {
         data,
         changed,
         state_bytes,
+        state_disk_bytes,
         after_kb,
         after_trimmed_kb,
         redb,
     }
+}
+
+/// Bytes of disk blocks a file occupies (`st_blocks` × 512), as `du` counts them.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 /// How much of a state file redb uses, and its size once compacted.
@@ -1308,6 +1319,11 @@ fn print_passes(b: &Bench, r: &Passes, idle: &Idle) {
         idle_state as f64 / MIB,
         idle_state as f64 / idle.json_bytes as f64,
         idle.json_bytes as f64 / MIB,
+    );
+    println!(
+        "state file after the passes: {:.1} MB long, {:.1} MB of blocks on disk",
+        r.state_bytes as f64 / MIB,
+        r.state_disk_bytes as f64 / MIB,
     );
     println!(
         "state file after the passes: {:.1} MB, of which redb has {:.1} MB in pages ({:.1} MB of keys and values); compacted: {:.1} MB = {:.2}x the JSON (compaction took {})",
