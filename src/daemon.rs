@@ -173,7 +173,9 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
         None => None,
     };
     Ok(tokio::spawn(async move {
-        let admin = listener.map(|(l, addr)| {
+        let admin = listener.map(|(l, configured)| {
+            // The address really bound (its port too when `admin.listen` asks for port 0).
+            let addr = l.local_addr().unwrap_or(configured);
             tracing::info!(%addr, "admin listener up");
             tokio::spawn(crate::admin::serve(l, app.clone(), round.clone()))
         });

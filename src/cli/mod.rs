@@ -180,20 +180,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 print_warnings(&c);
                 println!(
-                    "{}: OK ({} source(s): {}; {} endpoint(s): {})",
+                    "{}: OK ({}; {})",
                     config.display(),
-                    c.sources.len(),
-                    c.sources
-                        .iter()
-                        .map(|s| format!("{} {}", s.name, s.schedule.describe()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    c.endpoints.len(),
-                    c.endpoints
-                        .iter()
-                        .map(|e| e.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    counted(
+                        "source(s)",
+                        c.sources
+                            .iter()
+                            .map(|s| format!("{} {}", s.name, s.schedule.describe()))
+                    ),
+                    counted("endpoint(s)", c.endpoints.iter().map(|e| e.name.clone())),
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -343,5 +338,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+    }
+}
+
+/// "2 endpoint(s): a, b", or "0 endpoint(s)" with no colon when there are none.
+fn counted(what: &str, names: impl Iterator<Item = String>) -> String {
+    let names: Vec<String> = names.collect();
+    if names.is_empty() {
+        format!("0 {what}")
+    } else {
+        format!("{} {what}: {}", names.len(), names.join(", "))
     }
 }

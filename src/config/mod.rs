@@ -263,6 +263,15 @@ fn figment_problem(e: figment::Error) -> Problem {
         .to_string()
         .replace("expected `one of ", "expected one of ")
         .replace("``", "`");
+    if let figment::error::Kind::InvalidType(_, expected)
+    | figment::error::Kind::InvalidValue(_, expected) = &e.kind
+        && let Some(last) = path.last()
+    {
+        message.push_str(&format!(
+            "; for example: {last} = {}",
+            example_value(&path, expected)
+        ));
+    }
     if let Some(meta) = &e.metadata
         && meta.name.contains("environment")
     {
@@ -271,6 +280,56 @@ fn figment_problem(e: figment::Error) -> Problem {
     Problem {
         key: path.join("."),
         message,
+    }
+}
+
+/// A valid value for the key at `path`, as TOML, for type errors: from the key when it is a
+/// known one, else from the type serde `expected`.
+fn example_value(path: &[&str], expected: &str) -> &'static str {
+    let key = path.last().copied().unwrap_or_default();
+    match key {
+        "format" => match path.first().copied() {
+            Some("log") => "\"json\"",
+            Some("endpoints") => "\"v2\"",
+            _ => "\"xml\"",
+        },
+        "level" => "\"info\"",
+        "method" => "\"POST\"",
+        "every" | "timeout" | "connect_timeout" | "retry_backoff" | "retry_after_cap"
+        | "max_retry_after" | "min_gap" | "resume_within" | "overlap" | "full_every"
+        | "failing_after" | "retention" => "\"30s\"",
+        "retry_schedule" => "[\"0s\", \"5s\", \"5m\", \"30m\"]",
+        "url" | "token_url" => "\"https://api.example.com/bookings\"",
+        "cron" => "\"0 9 * * *\"",
+        "timezone" => "\"Europe/Berlin\"",
+        "listen" => "\"127.0.0.1:9477\"",
+        "path" => "\"/var/lib/pollhook/pollhook.redb\"",
+        "id" => "\"/id\"",
+        "items" => "\"/data\"",
+        "status" => "\"/status\"",
+        "ignore_fields" | "only_fields" => "[\"/modifiedTime\"]",
+        "cancelled_values" => "[\"cancelled\", \"canceled\"]",
+        "sources" => "[\"hotel\"]",
+        "events" => "[\"new\", \"modify\", \"cancel\"]",
+        "allowed_hosts" => "[\"pollhook.internal\"]",
+        "jitter" => "0.1",
+        "max_disappear_share" => "0.5",
+        "cache_size" => "\"64MiB\"",
+        "enabled" | "absent" => "true",
+        "retries" => "3",
+        "max_in_flight" => "4",
+        "max_pages" => "1000",
+        "max_response_bytes" => "10000000",
+        "start" => "1",
+        "size" => "100",
+        _ => match expected {
+            "a boolean" => "true",
+            "f32" | "f64" => "0.5",
+            "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => "10",
+            "a sequence" => "[\"a\", \"b\"]",
+            e if e.contains("string") => "\"text\"",
+            _ => "{ key = \"value\" } (a table)",
+        },
     }
 }
 

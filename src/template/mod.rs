@@ -277,8 +277,19 @@ pub enum TemplateError {
     },
 }
 
+/// The names after "now, today": each once, in the given order, without `now` and `today`
+/// themselves (the vocabularies list them too).
 fn fmt_allowed(allowed: &[String]) -> String {
-    allowed.iter().map(|a| format!(", {a}")).collect()
+    let mut seen: Vec<&str> = vec!["now", "today"];
+    let mut out = String::new();
+    for a in allowed {
+        if !seen.contains(&a.as_str()) {
+            seen.push(a);
+            out.push_str(", ");
+            out.push_str(a);
+        }
+    }
+    out
 }
 
 /// A template that parsed but could not be filled with the values at hand.

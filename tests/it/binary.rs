@@ -146,6 +146,15 @@ pub(crate) struct Daemon(std::process::Child);
 
 impl Daemon {
     pub(crate) fn start(config: &std::path::Path, log: &std::path::Path) -> Daemon {
+        Daemon::start_with_env(config, log, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    fn start_with_env(
+        config: &std::path::Path,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -155,6 +164,10 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -444,27 +457,35 @@ async fn check_probe_shows_what_pollhook_understood_without_committing() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The admin address a daemon started with `listen = "127.0.0.1:0"` really bound, from its
+/// "admin listener up" log line (the OS picks the port: no port is chosen, freed and raced for).
+async fn admin_address(log: &std::path::Path) -> String {
+    let mut addr = None;
+    wait_until("the admin listener", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        addr = text
+            .lines()
+            .filter(|l| l.contains("admin listener up"))
+            .filter_map(|l| l.split("addr=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_matches('"').to_string())
+            .next_back();
+        addr.is_some()
+    })
+    .await;
+    format!("http://{}", addr.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_talk_to_the_running_daemon() {
-    let port = free_port();
-    let admin = format!("http://127.0.0.1:{port}");
     let (sim, receiver, _dir, _toml, config, log) = daemon_setup(Options::default(), |t| {
-        t.replace(
-            "listen = \"off\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
+        t.replace("listen = \"off\"", "listen = \"127.0.0.1:0\"")
     })
     .await;
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let _daemon = Daemon::start(&config, &log);
+    let admin = admin_address(&log).await;
+    assert!(!admin.ends_with(":0"), "{admin}");
     wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
 
     let run = |args: Vec<String>| async move {
@@ -686,4 +707,306 @@ secrets = [{{ env = "POLLHOOK_TEST_SECRET_NOBODY_SET" }}]
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("401") && err.contains("--config"), "{err}");
+}
+
+/// A service manager's notification socket: a Unix datagram socket in a temp dir that records
+/// every message the daemon sends to `NOTIFY_SOCKET`, in order.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, st) = (messages.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    m.lock().unwrap().push(text);
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            messages,
+            stop,
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Every message but the watchdog pings, each as its first line plus any `MONOTONIC_USEC=`.
+    fn states(&self) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|m| m != "WATCHDOG=1\n")
+            .collect()
+    }
+
+    /// How many messages were received after the first one starting with `first`, which
+    /// satisfy `f`.
+    fn count_after(&self, first: &str, f: impl Fn(&str) -> bool) -> usize {
+        let all = self.all();
+        match all.iter().position(|m| m.starts_with(first)) {
+            Some(i) => all[i + 1..].iter().filter(|m| f(m)).count(),
+            None => 0,
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A webhook receiver whose requests the test answers itself: it knows when a delivery is in
+/// flight and holds it there as long as it needs to.
+struct HeldReceiver(std::net::TcpListener);
+
+impl HeldReceiver {
+    fn bind() -> HeldReceiver {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        HeldReceiver(l)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.0.local_addr().unwrap())
+    }
+
+    /// Waits for the next request and reads it whole; the connection is returned unanswered.
+    async fn next_request(&self) -> std::net::TcpStream {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut stream = loop {
+            match self.0.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no delivery arrived");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed mid-request");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    return stream;
+                }
+            }
+        }
+    }
+
+    /// Whether another connection is waiting.
+    fn has_another(&self) -> bool {
+        self.0.accept().is_ok()
+    }
+}
+
+fn answer_ok(mut stream: std::net::TcpStream) {
+    use std::io::Write;
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+}
+
+fn send_signal(d: &Daemon, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &d.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A daemon under a fake service manager (notification socket and a 100 ms watchdog), its one
+/// endpoint the held receiver; returns once it said `READY=1`.
+async fn notified_daemon() -> (
+    pollhook::demo::simulator::Simulator,
+    HeldReceiver,
+    NotifySocket,
+    Daemon,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let held = HeldReceiver::bind();
+    let opts = Options {
+        endpoints: format!(
+            "[endpoints.crm]\nurl = \"{}\"\nsecrets = [{{ file = \"{{SECRET_FILE}}\" }}]\nretry_schedule = [\"0s\", \"5s\"]\njitter = 0.0\n",
+            held.url()
+        ),
+        ..Options::default()
+    };
+    let (sim, _receiver, dir, _toml, config, log) = daemon_setup(opts, |t| t).await;
+    let notify = NotifySocket::bind(dir.path());
+    let socket = notify.path.display().to_string();
+    let daemon = Daemon::start_with_env(
+        &config,
+        &log,
+        &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "100000")],
+    );
+    wait_until("READY=1", Duration::from_secs(20), || {
+        notify.all().iter().any(|m| m.starts_with("READY=1"))
+    })
+    .await;
+    wait_until("baseline", Duration::from_secs(20), || sim.requests() >= 4).await;
+    (sim, held, notify, daemon, dir, log)
+}
+
+fn monotonic_usec() -> i128 {
+    match sd_notify::NotifyState::monotonic_usec_now().unwrap() {
+        sd_notify::NotifyState::MonotonicUsec(u) => u,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_notifies_reloading_then_ready_and_the_watchdog_pings_through_the_drain() {
+    let (sim, held, notify, mut daemon, _dir, log) = notified_daemon().await;
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // A delivery in flight, held by the receiver: the reload has to drain it.
+    sim.create_booking();
+    let in_flight = held.next_request().await;
+    let before = monotonic_usec();
+    send_signal(&daemon, "-HUP");
+    wait_until("RELOADING=1", Duration::from_secs(10), || {
+        notify.all().iter().any(|m| m.starts_with("RELOADING=1"))
+    })
+    .await;
+    let after = monotonic_usec();
+    // The drain is waiting for the held delivery; the watchdog goes on pinging meanwhile.
+    wait_until(
+        "watchdog pings during the drain",
+        Duration::from_secs(8),
+        || notify.count_after("RELOADING=1", |m| m == "WATCHDOG=1\n") >= 2,
+    )
+    .await;
+    assert_eq!(
+        notify.count_after("RELOADING=1", |m| m.starts_with("READY=1")),
+        0,
+        "READY=1 before the drain ended: {:?}",
+        notify.all()
+    );
+    answer_ok(in_flight);
+    wait_until("READY=1 after the reload", Duration::from_secs(20), || {
+        notify.count_after("RELOADING=1", |m| m.starts_with("READY=1")) == 1
+    })
+    .await;
+    assert!(
+        show_log().contains("configuration reloaded"),
+        "{}",
+        show_log()
+    );
+
+    let states = notify.states();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(states[0].starts_with("READY=1\nSTATUS="), "{states:?}");
+    let lines: Vec<&str> = states[1].lines().collect();
+    assert_eq!(lines.len(), 2, "{states:?}");
+    assert_eq!(lines[0], "RELOADING=1");
+    let usec: i128 = lines[1]
+        .strip_prefix("MONOTONIC_USEC=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC= in {states:?}"));
+    assert!(
+        before <= usec && usec <= after,
+        "MONOTONIC_USEC={usec} is not CLOCK_MONOTONIC at the reload ({before}..{after})"
+    );
+    assert!(states[2].starts_with("READY=1\nSTATUS="), "{states:?}");
+    assert!(
+        !notify.all().iter().any(|m| m.contains("STOPPING=1")),
+        "a reload is not a stop: {:?}",
+        notify.all()
+    );
+
+    // A real stop says STOPPING=1, last.
+    send_signal(&daemon, "-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let states = notify.states();
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert_eq!(states[3], "STOPPING=1\n", "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_drain_stops_the_process_without_starting_the_new_round() {
+    let (sim, held, notify, mut daemon, _dir, log) = notified_daemon().await;
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    sim.create_booking();
+    let in_flight = held.next_request().await;
+    send_signal(&daemon, "-HUP");
+    wait_until("RELOADING=1", Duration::from_secs(10), || {
+        notify.all().iter().any(|m| m.starts_with("RELOADING=1"))
+    })
+    .await;
+    // Mid-drain (the delivery is still held): stop.
+    send_signal(&daemon, "-TERM");
+    wait_until("STOPPING=1", Duration::from_secs(10), || {
+        notify.all().iter().any(|m| m.starts_with("STOPPING=1"))
+    })
+    .await;
+    // The delivery in flight completes within its grace; then the process ends.
+    answer_ok(in_flight);
+    let deadline =
+        std::time::Instant::now() + pollhook::app::SHUTDOWN_GRACE + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the drain limit\n{}",
+            show_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{}", show_log());
+
+    let states = notify.states();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(states[0].starts_with("READY=1"), "{states:?}");
+    assert!(
+        states[1].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{states:?}"
+    );
+    assert_eq!(states[2], "STOPPING=1\n", "{states:?}");
+    assert!(
+        !show_log().contains("configuration reloaded"),
+        "the new round started: {}",
+        show_log()
+    );
+    assert!(
+        !held.has_another(),
+        "a delivery was sent again after the stop"
+    );
 }

@@ -1,14 +1,27 @@
-//! Chaos at the receiver (500s, 503/429 with Retry-After, timeouts, a 410) while bookings keep
-//! changing: in the end every event is either delivered, in per-booking order, or visible as a
-//! dead letter. Nothing is lost, nothing is delivered that was not detected.
+//! Chaos at both ends while bookings keep changing: the source fails polls (500s, malformed
+//! pages, a record without id, a refused page) and the receiver misbehaves (500s, 503/429 with
+//! Retry-After, timeouts, a 410). In the end every booking's last event shows it as it is now
+//! (nothing lost), every event shows a state the booking really had (nothing invented), and every
+//! event is either delivered, in per-booking order, or visible as a dead letter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use pollhook::demo::simulator::Simulator;
 use pollhook::outbox::DeliveryState;
 use rand::{RngExt, SeedableRng};
+use serde_json::Value;
 
 use crate::helpers::*;
+
+/// A booking as compared: without the timestamps the source moves on its own.
+fn state(doc: &Value) -> Value {
+    let mut d = doc.clone();
+    if let Some(m) = d.as_object_mut() {
+        m.remove("modifiedTime");
+    }
+    d
+}
 
 #[tokio::test]
 async fn every_event_is_delivered_in_order_or_dead_lettered() {
@@ -30,6 +43,24 @@ max_in_flight = 4
     .await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     t.poll().await;
+    // Every state each booking was in when a poll could have seen it (the timestamps the
+    // source moves on its own left out, as `ignore_fields` does).
+    let mut history: HashMap<String, Vec<Value>> = HashMap::new();
+    let record = |history: &mut HashMap<String, Vec<Value>>, sim: &Simulator| {
+        for b in sim.bookings() {
+            let states = history.entry(b["id"].to_string()).or_default();
+            let s = state(&b);
+            if states.last() != Some(&s) {
+                states.push(s);
+            }
+        }
+    };
+    record(&mut history, &t.sim);
+    let baseline: HashMap<String, Value> = history
+        .iter()
+        .map(|(id, s)| (id.clone(), s[0].clone()))
+        .collect();
+    let mut failed_polls = 0;
     let mut clock = now_ms();
     let mut gone_once = false;
     for round in 0..40 {
@@ -57,7 +88,19 @@ max_in_flight = 4
                     }
                 }
             }
-            t.poll().await;
+            record(&mut history, &t.sim);
+            // The source misbehaves too: the poll fails and commits nothing; a later one catches up.
+            match rng.random_range(0..8) {
+                0 => t.sim.fail_next(10, 500),
+                1 => t.sim.corrupt_page(rng.random_range(1..3)),
+                2 => t.sim.drop_id_on_page(rng.random_range(1..3)),
+                3 => t.sim.refuse_page(2, 400),
+                _ => {}
+            }
+            if t.app.poll_now("hotel").await.is_err() {
+                failed_polls += 1;
+            }
+            t.sim.fail_next(0, 500);
         }
         match rng.random_range(0..6) {
             0 => t.receiver.fail_next(rng.random_range(1..10), 500),
@@ -90,6 +133,32 @@ max_in_flight = 4
     for _ in 0..10 {
         clock += 2 * HOUR_MS;
         t.app.deliver_due_at(clock).await.unwrap();
+    }
+    // The source is well again: the next poll catches up with everything.
+    t.poll().await;
+    for (id, states) in &history {
+        let last = t
+            .app
+            .store()
+            .events()
+            .unwrap()
+            .into_iter()
+            .rfind(|e| &e.booking_id == id)
+            .map(|e| state(e.booking.value()))
+            .or_else(|| baseline.get(id).cloned());
+        assert_eq!(
+            last.as_ref(),
+            states.last(),
+            "booking {id}: a change was lost"
+        );
+    }
+    for e in t.app.store().events().unwrap() {
+        assert!(
+            history[&e.booking_id].contains(&state(e.booking.value())),
+            "event {} shows a state booking {} never had",
+            e.id,
+            e.booking_id
+        );
     }
     // One more event whose every attempt fails: certainly a dead letter.
     t.sim.create_booking();
@@ -168,10 +237,11 @@ max_in_flight = 4
         .filter(|r| !r.is_accepted())
         .count();
     eprintln!(
-        "chaos: {} events, {} delivered, {dead} dead, {failed} failed requests, 410 sent: {gone_once}",
+        "chaos: {} events, {} delivered, {dead} dead, {failed} failed requests, 410 sent: {gone_once}, {failed_polls} failed polls; lost 0, invented 0, reordered 0",
         events.len(),
         seen.len()
     );
+    assert!(failed_polls > 3, "the source did misbehave");
     assert!(failed > 10, "the receiver did misbehave");
     assert!(gone_once);
     assert!(dead > 0 && seen.len() > dead, "both outcomes exercised");

@@ -52,6 +52,10 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            // The campaign's own knobs are not configuration: the daemon reads every `POLLHOOK_*`
+            // variable as a config override and would refuse to start on these.
+            .env_remove("POLLHOOK_CRASH_CYCLES")
+            .env_remove("POLLHOOK_CRASH_SEED")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -284,7 +288,18 @@ async fn campaign(mode: Mode) {
     .await
     .unwrap();
     sim.set_vendor_page_size(4);
-    sim.set_credits(1_000_000_000);
+    // Beds24's credit budget refills to 100 every five minutes, which a campaign longer than
+    // that would exhaust (and then wait out the 429's `Retry-After` of up to five minutes): keep
+    // it topped up, the campaign is about crashes, not about throttling.
+    let credits = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            loop {
+                sim.set_credits(1_000_000_000);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let receiver = Receiver::start(vec![secret_key()]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pollhook.toml");
@@ -293,10 +308,15 @@ async fn campaign(mode: Mode) {
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let mut daemon = Daemon::start(&path, &log);
-    wait_until("the baseline", Duration::from_secs(30), || {
-        show_log().contains("baseline recorded")
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !show_log().contains("baseline recorded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no baseline within 30 s; the daemon's log:\n{}",
+            show_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let history: History = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -336,6 +356,7 @@ async fn campaign(mode: Mode) {
     .await
     .is_ok();
     drop(daemon);
+    credits.abort();
     let f = check(&history, &receiver, &finals());
     println!(
         "crash campaign ({mode:?}): {cycles} kills, {} changes to {} bookings, {} events, {} intermediate states merged into later ones, {committed} polls committed while killing; lost {}, invented {}, reordered {}, unstable ids {}",

@@ -375,16 +375,22 @@ impl Validator {
         }
         let body = body.and_then(|b| {
             if !b.is_object() && !b.is_array() {
-                self.bad(k("body"), "must be a table (the JSON body), with {{ ... }} templates in its strings");
+                self.bad(
+                    k("body"),
+                    "must be a table (the JSON body), with {{ ... }} templates in its strings",
+                );
                 return None;
             }
-            match crate::template::TemplateTree::parse(&b).and_then(|t| t.check_names(crate::template::names::DELIVERY_NAMES).map(|()| t)) {
+            match crate::template::TemplateTree::parse(&b).and_then(|t| {
+                t.check_names(crate::template::names::DELIVERY_NAMES)
+                    .map(|()| t)
+            }) {
                 Ok(t) => {
                     self.known_names(&k("body"), &t.names());
                     Some(t)
                 }
                 Err(e) => {
-                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, booking, booking/<pointer>, beds24.<VARIABLE>, now, today"));
+                    self.bad(k("body"), body_names_in_full(e).to_string());
                     None
                 }
             }
@@ -471,5 +477,40 @@ fn parse_method(m: &str) -> Option<reqwest::Method> {
         "PUT" => Some(reqwest::Method::PUT),
         "PATCH" => Some(reqwest::Method::PATCH),
         _ => None,
+    }
+}
+
+/// A name a body may not use, listing what it may use in full (`event.id` rather than `event`,
+/// `booking/<pointer>`, `beds24.<VARIABLE>`), each once; other template errors as they are.
+fn body_names_in_full(e: crate::template::TreeError) -> crate::template::TreeError {
+    use crate::template::{TemplateError, TreeError};
+    match e {
+        TreeError::Parse {
+            pointer,
+            source:
+                TemplateError::NameNotAllowed {
+                    template,
+                    pos,
+                    name,
+                    ..
+                },
+        } => TreeError::Parse {
+            pointer,
+            source: TemplateError::NameNotAllowed {
+                template,
+                pos,
+                name,
+                allowed: crate::template::names::EVENT_NAMES
+                    .iter()
+                    .map(|n| format!("event.{n}"))
+                    .chain(
+                        ["booking", "booking/<pointer>", "beds24.<VARIABLE>"]
+                            .into_iter()
+                            .map(String::from),
+                    )
+                    .collect(),
+            },
+        },
+        other => other,
     }
 }
