@@ -20,7 +20,7 @@
 //! | [`cli`]      | the command line, what commands print, logging set-up |
 //! | [`daemon`]   | the process: signals, reload, every systemd notification, the watchdog, the admin listener's lifetime |
 //! | [`demo`]     | the simulated booking API, the recording receiver, `pollhook demo` |
-//! | [`admin`]    | the admin HTTP API and Prometheus metrics; calls `App` methods only |
+//! | [`admin`]    | the admin HTTP API, the status page at `/` and Prometheus metrics; calls `App` methods only |
 //! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
 //! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction; `check --probe` |
 //! | [`delivery`] | rendering, one attempt, the delivery worker and group commit, endpoint health |

@@ -1,11 +1,12 @@
-//! The admin HTTP listener (loopback by default): health, readiness, Prometheus metrics
-//! ([`metrics`]), events, deliveries, dead letters, replay, enable and poll-now, every route
+//! The admin HTTP listener (loopback by default): the status page at `/` ([`page`]), health,
+//! readiness, Prometheus metrics ([`metrics`]), events, deliveries, dead letters, replay, enable and poll-now, every route
 //! behind the access rules of [`access`] (Host allow-list, Origin, the `X-Pollhook` header on
 //! POSTs, the optional bearer token). It calls `App` methods only. Never exposes a secret: it
 //! serves events, deliveries and counts only.
 
 mod access;
 mod metrics;
+mod page;
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,7 @@ use crate::outbox::DeliveryState;
 use crate::store::ReplaySelector;
 
 pub use access::{CSRF_HEADER, LocalAddr};
+pub use page::REFRESH_SECONDS;
 
 /// The admin routes of a listener on `listen`, behind its access rules (`admin.token` and
 /// `admin.allowed_hosts` from the app's configuration). Serve it with connect info
@@ -35,6 +37,7 @@ pub fn router(app: App, listen: SocketAddr) -> Router {
         &config.admin_allowed_hosts,
     );
     Router::new()
+        .route("/", get(page::status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))

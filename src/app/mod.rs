@@ -21,11 +21,11 @@ use crate::http::TokenCache;
 use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
-use crate::store::{Counts, ReplaySelector, Store, StoreError};
+use crate::store::{Counts, EndpointCounts, ReplaySelector, Store, StoreError};
 use crate::text::Escaped;
 
 pub(crate) use progress::Progress;
-pub use progress::SourceHealth;
+pub use progress::{LastPoll, SourceHealth};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -183,8 +183,9 @@ impl App {
         let rt = self.inner.sources[i].clone();
         let started = Instant::now();
         let result = poll(&rt, &self.inner.store, &self.inner.clock).await;
-        self.inner.poll_timers[i].observe(started.elapsed());
-        self.after_poll(&rt.cfg.name, &result);
+        let took = started.elapsed();
+        self.inner.poll_timers[i].observe(took);
+        self.after_poll(&rt, &result, took);
         result
     }
 
@@ -197,12 +198,28 @@ impl App {
         out
     }
 
-    fn after_poll(&self, source: &str, result: &Result<PollReport, PollError>) {
+    fn after_poll(
+        &self,
+        rt: &SourceRuntime,
+        result: &Result<PollReport, PollError>,
+        took: Duration,
+    ) {
+        let source = rt.cfg.name.as_str();
         match result {
             Ok(r) => {
-                self.inner
-                    .progress
-                    .polled(source, self.inner.clock.now_ms(), r.events.len());
+                self.inner.progress.polled(
+                    source,
+                    LastPoll {
+                        at_ms: self.inner.clock.now_ms(),
+                        full: r.full,
+                        resumed: r.resumed,
+                        baseline: r.baseline,
+                        pages: r.pages,
+                        bookings: r.bookings,
+                        events: r.events_total,
+                        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    },
+                );
                 if r.baseline {
                     tracing::info!(
                         source,
@@ -234,7 +251,10 @@ impl App {
                 }
             }
             Err(e) => {
-                self.inner.progress.poll_failed(source);
+                let error = rt.cfg.redactor.redact(&e.to_string());
+                self.inner
+                    .progress
+                    .poll_failed(source, self.inner.clock.now_ms(), error);
                 tracing::warn!(source, error = %Escaped(e), "poll failed; nothing committed, will retry at the next tick");
             }
         }
@@ -302,6 +322,41 @@ impl App {
     /// Row counts of the store (also a check that it answers).
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.inner.store.run(|s| s.counts()).await
+    }
+
+    /// Pending deliveries and dead letters of every configured endpoint, each counted up to
+    /// `cap` (see [`Store::endpoint_counts`]).
+    pub async fn endpoint_counts(&self, cap: u64) -> Result<Vec<EndpointCounts>, StoreError> {
+        let names: Vec<String> = self
+            .inner
+            .config
+            .endpoints
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        self.inner
+            .store
+            .run(move |s| s.endpoint_counts(&names, cap))
+            .await
+    }
+
+    /// The newest dead letters (at most `limit`), each with its event (none if it was pruned).
+    pub async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Option<Event>)>, StoreError> {
+        self.inner
+            .store
+            .run(move |s| {
+                let dead = s.deliveries_in(DeliveryState::Dead, limit)?;
+                let mut out = Vec::with_capacity(dead.len());
+                for d in dead {
+                    let event = s.event(d.seq)?;
+                    out.push((d, event));
+                }
+                Ok(out)
+            })
+            .await
     }
 
     /// Per endpoint, how long (this instance's clock) the pending delivery at the front of its
@@ -410,6 +465,9 @@ impl App {
         loop {
             let now = self.inner.clock.now();
             let next = rt.cfg.schedule.next_after(now, last_start);
+            self.inner
+                .progress
+                .scheduled(&rt.cfg.name, next.timestamp_millis());
             let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -51,7 +51,7 @@ use tokio::sync::watch;
 
 pub use codec::{SnapRow, Staged, StagedOp};
 pub use poll::{PageOp, Promotion, REPORTED_EVENTS};
-pub use queue::{Counts, DueBatch, DueItem, ReplaySelector};
+pub use queue::{Counts, DueBatch, DueItem, EndpointCounts, ReplaySelector};
 pub use rows::{Disabled, EndpointState, SourceState};
 pub use snapshot::{Known, SnapshotReader, StoredBooking};
 

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin_access;
 mod binary;
+mod browser;
 mod chaos;
 mod crash;
 mod delivery_failures;
@@ -21,4 +22,5 @@ mod properties;
 mod restart;
 mod resume;
 mod state_file;
+mod status_page;
 mod watermarks;
