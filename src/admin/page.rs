@@ -22,7 +22,7 @@ use super::internal;
 use crate::app::{App, SourceHealth};
 use crate::delivery::{EndpointReport, rfc3339};
 use crate::outbox::{Delivery, Event};
-use crate::store::EndpointCounts;
+use crate::store::{Backfill, EndpointCounts};
 
 /// Seconds between the page's own reloads, unless `?refresh=SECONDS` says otherwise.
 pub const REFRESH_SECONDS: u32 = 10;
@@ -59,6 +59,7 @@ const SCRIPT: &str = r#"
 document.addEventListener("click", async (ev) => {
   const b = ev.target.closest("button[data-post]");
   if (!b) return;
+  if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
   const out = document.getElementById("result");
   b.disabled = true;
   try {
@@ -138,6 +139,7 @@ struct View {
     events: Vec<Event>,
     dead: Vec<(Delivery, Option<Event>)>,
     dead_total: u64,
+    backfills: Vec<Backfill>,
 }
 
 struct SourceRow {
@@ -204,6 +206,7 @@ async fn read(app: &App, refresh: u32) -> Result<View, crate::store::StoreError>
     let events = app.recent_events(EVENTS_SHOWN).await?;
     let dead = app.dead_letters(DEAD_SHOWN).await?;
     let dead_total = app.counts().await?.dead;
+    let backfills = app.backfills().await?;
     Ok(View {
         refresh,
         now_ms: app.clock().now_ms(),
@@ -213,6 +216,7 @@ async fn read(app: &App, refresh: u32) -> Result<View, crate::store::StoreError>
         events,
         dead,
         dead_total,
+        backfills,
     })
 }
 
@@ -437,6 +441,19 @@ fn endpoints(v: &View) -> Markup {
                             @if r.disabled.is_some() {
                                 button.enable data-post=(format!("/endpoints/{}/enable", enc(&r.name))) {
                                     "Enable"
+                                }
+                                " "
+                            }
+                            @if let Some(b) = v.backfills.iter().find(|b| b.endpoint == r.name) {
+                                span.warn.backfill {
+                                    "backfill running: " (b.enqueued) " events enqueued"
+                                    @if let Some(s) = b.sources.first() { " (now " (s) ")" }
+                                }
+                                " "
+                            } @else {
+                                button.backfill data-post=(format!("/endpoints/{}/backfill", enc(&r.name)))
+                                    data-confirm=(format!("Send endpoint {} one event per known booking (its current state)?", r.name)) {
+                                    "Backfill"
                                 }
                                 " "
                             }

@@ -21,7 +21,9 @@ use crate::http::TokenCache;
 use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
-use crate::store::{Counts, EndpointCounts, ReplaySelector, Store, StoreError};
+use crate::store::{
+    Backfill, BackfillStart, Counts, EndpointCounts, ReplaySelector, Store, StoreError,
+};
 use crate::text::Escaped;
 
 pub(crate) use progress::Progress;
@@ -37,6 +39,44 @@ pub enum AppError {
     #[error("{0}")]
     Setup(String),
 }
+
+/// Why a backfill was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// No endpoint of that name is configured.
+    #[error("no endpoint named `{name}`; configured endpoints: {known}")]
+    UnknownEndpoint {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
+    /// No source of that name is configured.
+    #[error("no source named `{name}`; configured sources: {known}")]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
+    /// A backfill of that endpoint is still running.
+    #[error(
+        "a backfill of endpoint `{endpoint}` is already running ({enqueued} events enqueued so far); wait for it to finish"
+    )]
+    Running {
+        /// The endpoint.
+        endpoint: String,
+        /// Its progress.
+        enqueued: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Bookings enqueued per backfill transaction: what bounds a backfill's memory (one chunk's
+/// documents) and how long it holds the write lock between polls and delivery commits.
+pub const BACKFILL_CHUNK: usize = 500;
 
 /// Deliveries pruned per transaction.
 const PRUNE_BATCH: usize = 5000;
@@ -54,6 +94,8 @@ struct Inner {
     metrics: Metrics,
     dispatcher: Arc<Dispatcher>,
     wake: Arc<Notify>,
+    /// Wakes the backfill loop when a backfill is started.
+    backfill_wake: Arc<Notify>,
     notices: broadcast::Sender<Notice>,
     progress: Progress,
 }
@@ -134,6 +176,7 @@ impl App {
                 metrics,
                 dispatcher,
                 wake: Arc::new(Notify::new()),
+                backfill_wake: Arc::new(Notify::new()),
                 notices,
                 progress,
             }),
@@ -309,6 +352,99 @@ impl App {
         Ok(n)
     }
 
+    /// Starts a backfill of `endpoint`: one event per known booking of `source` (when none,
+    /// of every source whose new or cancel events the endpoint subscribes to), for that
+    /// endpoint only. Refused while one of the same endpoint runs. The
+    /// chunks are enqueued by [`App::run`]'s backfill loop (or [`App::backfill_step`]).
+    pub async fn backfill(
+        &self,
+        endpoint: &str,
+        source: Option<&str>,
+    ) -> Result<Backfill, BackfillError> {
+        let config = &self.inner.config;
+        if !config.endpoints.iter().any(|e| e.name == endpoint) {
+            return Err(BackfillError::UnknownEndpoint {
+                name: endpoint.to_string(),
+                known: names(config.endpoints.iter().map(|e| e.name.as_str())),
+            });
+        }
+        let sources: Vec<String> = match source {
+            Some(s) if config.sources.iter().any(|c| c.name == s) => vec![s.to_string()],
+            Some(s) => {
+                return Err(BackfillError::UnknownSource {
+                    name: s.to_string(),
+                    known: names(config.sources.iter().map(|c| c.name.as_str())),
+                });
+            }
+            // Every source whose new or cancel events the endpoint subscribes to.
+            None => config
+                .sources
+                .iter()
+                .filter(|c| {
+                    [
+                        crate::outbox::EventKind::New,
+                        crate::outbox::EventKind::Cancel,
+                    ]
+                    .into_iter()
+                    .any(|k| config.routes(&c.name, k).any(|e| e.name == endpoint))
+                })
+                .map(|c| c.name.clone())
+                .collect(),
+        };
+        let (ep, now) = (endpoint.to_string(), self.inner.clock.now_ms());
+        let started = self
+            .inner
+            .store
+            .run(move |s| s.start_backfill(&ep, sources, now))
+            .await?;
+        match started {
+            BackfillStart::Started(b) => {
+                tracing::info!(endpoint, sources = ?b.sources, "backfill started");
+                self.inner.backfill_wake.notify_one();
+                Ok(b)
+            }
+            BackfillStart::Running(b) => Err(BackfillError::Running {
+                endpoint: b.endpoint,
+                enqueued: b.enqueued,
+            }),
+        }
+    }
+
+    /// The backfills in progress.
+    pub async fn backfills(&self) -> Result<Vec<Backfill>, StoreError> {
+        self.inner.store.run(|s| s.backfills()).await
+    }
+
+    /// Enqueues one chunk of every backfill in progress (at most `chunk` bookings each);
+    /// returns how many are still in progress.
+    pub async fn backfill_step(&self, chunk: usize) -> Result<usize, StoreError> {
+        let mut running = 0;
+        for b in self.backfills().await? {
+            let now = self.inner.clock.now_ms();
+            let ep = b.endpoint.clone();
+            let after = self
+                .inner
+                .store
+                .run(move |s| s.backfill_chunk(&ep, chunk, now))
+                .await?;
+            self.inner.wake.notify_one();
+            match after {
+                Some(a) if a.sources.is_empty() => {
+                    tracing::info!(endpoint = %a.endpoint, events = a.enqueued, "backfill finished");
+                }
+                Some(_) => running += 1,
+                None => {}
+            }
+        }
+        Ok(running)
+    }
+
+    /// Runs backfill steps until none is in progress.
+    pub async fn backfill_until_done(&self) -> Result<(), StoreError> {
+        while self.backfill_step(BACKFILL_CHUNK).await? > 0 {}
+        Ok(())
+    }
+
     /// Every source's poll health since start.
     pub fn source_health(&self) -> BTreeMap<String, SourceHealth> {
         self.inner.progress.snapshot()
@@ -430,6 +566,10 @@ impl App {
             let (app, c) = (self.clone(), cancel.clone());
             tracker.spawn(async move { app.retention_loop(c).await });
         }
+        {
+            let (app, c) = (self.clone(), cancel.clone());
+            tracker.spawn(async move { app.backfill_loop(c).await });
+        }
         tracing::info!(
             sources = self.inner.sources.len(),
             endpoints = self.inner.config.endpoints.len(),
@@ -441,6 +581,31 @@ impl App {
         tracker.close();
         tracker.wait().await;
         tracing::info!("stopped");
+    }
+
+    /// Enqueues the chunks of every backfill in progress (also those a restart interrupted),
+    /// one transaction at a time, then waits for the next to be started.
+    async fn backfill_loop(&self, cancel: CancellationToken) {
+        loop {
+            let woken = self.inner.backfill_wake.notified();
+            loop {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match self.backfill_step(BACKFILL_CHUNK).await {
+                    Ok(0) => break,
+                    Ok(_) => tokio::task::yield_now().await,
+                    Err(e) => {
+                        tracing::error!(error = %Escaped(&e), "backfill failed; it resumes at the next start");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = woken => {}
+            }
+        }
     }
 
     async fn retention_loop(&self, cancel: CancellationToken) {
@@ -479,5 +644,15 @@ impl App {
                 _ = self.poll_now(&rt.cfg.name) => {}
             }
         }
+    }
+}
+
+/// Names for a message: `a, b, c`, or `none`.
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = it.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
     }
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin_access;
+mod backfill;
 mod binary;
 mod browser;
 mod chaos;

@@ -384,7 +384,7 @@ impl Validator {
                     Some(t)
                 }
                 Err(e) => {
-                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, booking, booking/<pointer>, beds24.<VARIABLE>, now, today"));
+                    self.bad(k("body"), format!("{e}; available: event.id, event.type, event.status, event.source, event.booking_id, event.sequence, event.detected_at, event.attempt, event.changes, event.backfill, booking, booking/<pointer>, beds24.<VARIABLE>, now, today"));
                     None
                 }
             }
