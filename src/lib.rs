@@ -24,7 +24,7 @@
 //! | [`cli`]      | the command line, what commands print, logging set-up |
 //! | [`daemon`]   | the process: signals, reload, every systemd notification, the watchdog, the admin listener's lifetime |
 //! | [`demo`]     | the simulated booking API, the recording receiver, `pollhook demo` |
-//! | [`admin`]    | the admin HTTP API and Prometheus metrics; calls `App` methods only |
+//! | [`admin`]    | the admin HTTP API, the status page at `/` and Prometheus metrics; calls `App` methods only |
 //! | [`ingress`]  | the listener booking systems ping: routes, sender authentication, ids, rate limits; records through `App` |
 //! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
 //! | [`refresh`]  | pings into lookups: durable group-commit intake, coalescing queue, one worker per source |

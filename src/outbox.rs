@@ -172,6 +172,10 @@ pub struct Event {
     /// Field-level changes (empty for new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
+    /// Enqueued by a backfill (the booking's current state for one endpoint), not detected as
+    /// a change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 /// Where a delivery stands.

@@ -227,6 +227,7 @@ mod tests {
             detected_ms: 0,
             booking: crate::outbox::Booking::from_value(serde_json::json!({})).unwrap(),
             changes: vec![],
+            backfill: false,
         };
         let p = policy(&[0, 1], 0.0);
         let mut d = Delivery::new("e", &event);

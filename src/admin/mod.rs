@@ -1,11 +1,12 @@
-//! The admin HTTP listener (loopback by default): health, readiness, Prometheus metrics
-//! ([`metrics`]), events, deliveries, dead letters, replay, enable and poll-now, every route
+//! The admin HTTP listener (loopback by default): the status page at `/` ([`page`]), health,
+//! readiness, Prometheus metrics ([`metrics`]), events, backfills, deliveries, dead letters, replay, enable and poll-now, every route
 //! behind the access rules of [`access`] (Host allow-list, Origin, the `X-Pollhook` header on
 //! POSTs, the optional bearer token). It calls `App` methods only. Never exposes a secret: it
 //! serves events, deliveries and counts only.
 
 mod access;
 mod metrics;
+mod page;
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,7 @@ use crate::outbox::DeliveryState;
 use crate::store::ReplaySelector;
 
 pub use access::{CSRF_HEADER, LocalAddr};
+pub use page::REFRESH_SECONDS;
 
 /// The admin routes of a listener on `listen`, behind its access rules (`admin.token` and
 /// `admin.allowed_hosts` from the app's configuration). Serve it with connect info
@@ -35,6 +37,7 @@ pub fn router(app: App, listen: SocketAddr) -> Router {
         &config.admin_allowed_hosts,
     );
     Router::new()
+        .route("/", get(page::status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
@@ -44,6 +47,8 @@ pub fn router(app: App, listen: SocketAddr) -> Router {
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{name}/replay-dead", post(replay_dead))
         .route("/endpoints/{name}/enable", post(enable_endpoint))
+        .route("/endpoints/{name}/backfill", post(backfill))
+        .route("/backfills", get(backfills))
         .route("/replay", post(replay_range))
         .route("/sources/{name}/poll", post(poll_source))
         .with_state(app)
@@ -219,6 +224,36 @@ async fn enable_endpoint(State(app): State<App>, Path(name): Path<String>) -> Re
             format!("no endpoint named `{name}`\n"),
         )
             .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct BackfillQuery {
+    source: Option<String>,
+}
+
+async fn backfill(
+    State(app): State<App>,
+    Path(endpoint): Path<String>,
+    Query(q): Query<BackfillQuery>,
+) -> Response {
+    use crate::app::BackfillError;
+    match app.backfill(&endpoint, q.source.as_deref()).await {
+        Ok(b) => (StatusCode::ACCEPTED, Json(b)).into_response(),
+        Err(e @ (BackfillError::UnknownEndpoint { .. } | BackfillError::UnknownSource { .. })) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e @ BackfillError::Running { .. }) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(BackfillError::Store(e)) => internal(e),
+    }
+}
+
+async fn backfills(State(app): State<App>) -> Response {
+    match app.backfills().await {
+        Ok(list) => Json(list).into_response(),
         Err(e) => internal(e),
     }
 }

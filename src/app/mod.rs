@@ -24,11 +24,13 @@ use crate::poll::refresh::RefreshReport;
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
 use crate::refresh::intake::{Intake, IntakeError, Writer};
 use crate::refresh::{Handle, Observer, Worker};
-use crate::store::{Counts, ReplaySelector, Store, StoreError};
+use crate::store::{
+    Backfill, BackfillStart, Counts, EndpointCounts, ReplaySelector, Store, StoreError,
+};
 use crate::text::Escaped;
 
 pub(crate) use progress::Progress;
-pub use progress::SourceHealth;
+pub use progress::{LastPoll, SourceHealth};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,44 @@ pub enum AppError {
     #[error("{0}")]
     Setup(String),
 }
+
+/// Why a backfill was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// No endpoint of that name is configured.
+    #[error("no endpoint named `{name}`; configured endpoints: {known}")]
+    UnknownEndpoint {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
+    /// No source of that name is configured.
+    #[error("no source named `{name}`; configured sources: {known}")]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
+    /// A backfill of that endpoint is still running.
+    #[error(
+        "a backfill of endpoint `{endpoint}` is already running ({enqueued} events enqueued so far); wait for it to finish"
+    )]
+    Running {
+        /// The endpoint.
+        endpoint: String,
+        /// Its progress.
+        enqueued: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Bookings enqueued per backfill transaction: what bounds a backfill's memory (one chunk's
+/// documents) and how long it holds the write lock between polls and delivery commits.
+pub const BACKFILL_CHUNK: usize = 500;
 
 /// Deliveries pruned per transaction.
 const PRUNE_BATCH: usize = 5000;
@@ -57,6 +97,8 @@ struct Inner {
     metrics: Metrics,
     dispatcher: Arc<Dispatcher>,
     wake: Arc<Notify>,
+    /// Wakes the backfill loop when a backfill is started.
+    backfill_wake: Arc<Notify>,
     notices: broadcast::Sender<Notice>,
     progress: Progress,
     /// Per source (same order as `sources`): its refresh worker, when it has `[ping]`.
@@ -228,6 +270,7 @@ impl App {
                 metrics,
                 dispatcher,
                 wake,
+                backfill_wake: Arc::new(Notify::new()),
                 notices,
                 progress,
                 refresh,
@@ -280,8 +323,9 @@ impl App {
         let rt = self.inner.sources[i].clone();
         let started = Instant::now();
         let result = poll(&rt, &self.inner.store, &self.inner.clock).await;
-        self.inner.poll_timers[i].observe(started.elapsed());
-        self.after_poll(&rt.cfg.name, &result);
+        let took = started.elapsed();
+        self.inner.poll_timers[i].observe(took);
+        self.after_poll(&rt, &result, took);
         result
     }
 
@@ -325,9 +369,28 @@ impl App {
             .map_or(0, |s| s.client.requests_waiting())
     }
 
-    fn after_poll(&self, source: &str, result: &Result<PollReport, PollError>) {
+    fn after_poll(
+        &self,
+        rt: &SourceRuntime,
+        result: &Result<PollReport, PollError>,
+        took: Duration,
+    ) {
+        let source = rt.cfg.name.as_str();
         match result {
             Ok(r) => {
+                let lost = self.inner.progress.polled(
+                    source,
+                    LastPoll {
+                        at_ms: self.inner.clock.now_ms(),
+                        full: r.full,
+                        resumed: r.resumed,
+                        baseline: r.baseline,
+                        pages: r.pages,
+                        bookings: r.bookings,
+                        events: r.events_total,
+                        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    },
+                );
                 if let Some(Some(h)) = self
                     .inner
                     .sources
@@ -337,10 +400,6 @@ impl App {
                 {
                     h.polled.notify_waiters();
                 }
-                let lost =
-                    self.inner
-                        .progress
-                        .polled(source, self.inner.clock.now_ms(), r.events.len());
                 if lost {
                     tracing::warn!(
                         source,
@@ -382,7 +441,10 @@ impl App {
                 }
             }
             Err(e) => {
-                self.inner.progress.poll_failed(source);
+                let error = rt.cfg.redactor.redact(&e.to_string());
+                self.inner
+                    .progress
+                    .poll_failed(source, self.inner.clock.now_ms(), error);
                 tracing::warn!(source, error = %Escaped(e), "poll failed; nothing committed, will retry at the next tick");
             }
         }
@@ -437,6 +499,99 @@ impl App {
         Ok(n)
     }
 
+    /// Starts a backfill of `endpoint`: one event per known booking of `source` (when none,
+    /// of every source whose new or cancel events the endpoint subscribes to), for that
+    /// endpoint only. Refused while one of the same endpoint runs. The
+    /// chunks are enqueued by [`App::run`]'s backfill loop (or [`App::backfill_step`]).
+    pub async fn backfill(
+        &self,
+        endpoint: &str,
+        source: Option<&str>,
+    ) -> Result<Backfill, BackfillError> {
+        let config = &self.inner.config;
+        if !config.endpoints.iter().any(|e| e.name == endpoint) {
+            return Err(BackfillError::UnknownEndpoint {
+                name: endpoint.to_string(),
+                known: names(config.endpoints.iter().map(|e| e.name.as_str())),
+            });
+        }
+        let sources: Vec<String> = match source {
+            Some(s) if config.sources.iter().any(|c| c.name == s) => vec![s.to_string()],
+            Some(s) => {
+                return Err(BackfillError::UnknownSource {
+                    name: s.to_string(),
+                    known: names(config.sources.iter().map(|c| c.name.as_str())),
+                });
+            }
+            // Every source whose new or cancel events the endpoint subscribes to.
+            None => config
+                .sources
+                .iter()
+                .filter(|c| {
+                    [
+                        crate::outbox::EventKind::New,
+                        crate::outbox::EventKind::Cancel,
+                    ]
+                    .into_iter()
+                    .any(|k| config.routes(&c.name, k).any(|e| e.name == endpoint))
+                })
+                .map(|c| c.name.clone())
+                .collect(),
+        };
+        let (ep, now) = (endpoint.to_string(), self.inner.clock.now_ms());
+        let started = self
+            .inner
+            .store
+            .run(move |s| s.start_backfill(&ep, sources, now))
+            .await?;
+        match started {
+            BackfillStart::Started(b) => {
+                tracing::info!(endpoint, sources = ?b.sources, "backfill started");
+                self.inner.backfill_wake.notify_one();
+                Ok(b)
+            }
+            BackfillStart::Running(b) => Err(BackfillError::Running {
+                endpoint: b.endpoint,
+                enqueued: b.enqueued,
+            }),
+        }
+    }
+
+    /// The backfills in progress.
+    pub async fn backfills(&self) -> Result<Vec<Backfill>, StoreError> {
+        self.inner.store.run(|s| s.backfills()).await
+    }
+
+    /// Enqueues one chunk of every backfill in progress (at most `chunk` bookings each);
+    /// returns how many are still in progress.
+    pub async fn backfill_step(&self, chunk: usize) -> Result<usize, StoreError> {
+        let mut running = 0;
+        for b in self.backfills().await? {
+            let now = self.inner.clock.now_ms();
+            let ep = b.endpoint.clone();
+            let after = self
+                .inner
+                .store
+                .run(move |s| s.backfill_chunk(&ep, chunk, now))
+                .await?;
+            self.inner.wake.notify_one();
+            match after {
+                Some(a) if a.sources.is_empty() => {
+                    tracing::info!(endpoint = %a.endpoint, events = a.enqueued, "backfill finished");
+                }
+                Some(_) => running += 1,
+                None => {}
+            }
+        }
+        Ok(running)
+    }
+
+    /// Runs backfill steps until none is in progress.
+    pub async fn backfill_until_done(&self) -> Result<(), StoreError> {
+        while self.backfill_step(BACKFILL_CHUNK).await? > 0 {}
+        Ok(())
+    }
+
     /// Every source's poll health since start.
     pub fn source_health(&self) -> BTreeMap<String, SourceHealth> {
         self.inner.progress.snapshot()
@@ -450,6 +605,41 @@ impl App {
     /// Row counts of the store (also a check that it answers).
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.inner.store.run(|s| s.counts()).await
+    }
+
+    /// Pending deliveries and dead letters of every configured endpoint, each counted up to
+    /// `cap` (see [`Store::endpoint_counts`]).
+    pub async fn endpoint_counts(&self, cap: u64) -> Result<Vec<EndpointCounts>, StoreError> {
+        let names: Vec<String> = self
+            .inner
+            .config
+            .endpoints
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        self.inner
+            .store
+            .run(move |s| s.endpoint_counts(&names, cap))
+            .await
+    }
+
+    /// The newest dead letters (at most `limit`), each with its event (none if it was pruned).
+    pub async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Option<Event>)>, StoreError> {
+        self.inner
+            .store
+            .run(move |s| {
+                let dead = s.deliveries_in(DeliveryState::Dead, limit)?;
+                let mut out = Vec::with_capacity(dead.len());
+                for d in dead {
+                    let event = s.event(d.seq)?;
+                    out.push((d, event));
+                }
+                Ok(out)
+            })
+            .await
     }
 
     /// Per endpoint, how long (this instance's clock) the pending delivery at the front of its
@@ -535,6 +725,10 @@ impl App {
                 tracker.spawn(w.run(cancel.clone()));
             }
         }
+        {
+            let (app, c) = (self.clone(), cancel.clone());
+            tracker.spawn(async move { app.backfill_loop(c).await });
+        }
         tracing::info!(
             sources = self.inner.sources.len(),
             endpoints = self.inner.config.endpoints.len(),
@@ -546,6 +740,31 @@ impl App {
         tracker.close();
         tracker.wait().await;
         tracing::info!("stopped");
+    }
+
+    /// Enqueues the chunks of every backfill in progress (also those a restart interrupted),
+    /// one transaction at a time, then waits for the next to be started.
+    async fn backfill_loop(&self, cancel: CancellationToken) {
+        loop {
+            let woken = self.inner.backfill_wake.notified();
+            loop {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match self.backfill_step(BACKFILL_CHUNK).await {
+                    Ok(0) => break,
+                    Ok(_) => tokio::task::yield_now().await,
+                    Err(e) => {
+                        tracing::error!(error = %Escaped(&e), "backfill failed; it resumes at the next start");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = woken => {}
+            }
+        }
     }
 
     async fn retention_loop(&self, cancel: CancellationToken) {
@@ -570,6 +789,9 @@ impl App {
         loop {
             let now = self.inner.clock.now();
             let next = rt.cfg.schedule.next_after(now, last_start);
+            self.inner
+                .progress
+                .scheduled(&rt.cfg.name, next.timestamp_millis());
             let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -581,5 +803,15 @@ impl App {
                 _ = self.poll_now(&rt.cfg.name) => {}
             }
         }
+    }
+}
+
+/// Names for a message: `a, b, c`, or `none`.
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = it.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
     }
 }

@@ -1,6 +1,6 @@
-//! Per-source poll health since start (last success, failures in a row, totals, whether its
-//! pings seem lost), shared by the schedule loops and whoever reports it (admin API, metrics,
-//! readiness).
+//! Per-source poll health since start (last success, the last poll's figures, failures in a row
+//! with the last error, the next scheduled poll, totals, whether its pings seem lost), shared by
+//! the schedule loops and whoever reports it (admin API, status page, metrics, readiness).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,36 @@ pub struct SourceHealth {
     /// True for a source with `[ping]` when [`PINGS_LOST_AFTER`] polls in a row found changes
     /// and no ping came meanwhile: its pings are probably being lost.
     pub pings_lost: bool,
+    /// The last committed poll, if any since start.
+    pub last_poll: Option<LastPoll>,
+    /// The error of the last failed poll (secrets redacted), kept until a poll succeeds.
+    pub last_error: Option<String>,
+    /// When the last failed poll ended (ms since epoch), if any since start.
+    pub last_failure_ms: Option<i64>,
+    /// When the schedule loop will start the next poll (ms since epoch); none until the
+    /// pipeline runs.
+    pub next_poll_ms: Option<i64>,
+}
+
+/// What the last committed poll of a source did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LastPoll {
+    /// When it was committed (ms since epoch).
+    pub at_ms: i64,
+    /// Full (everything in scope) or incremental (changes since the watermark).
+    pub full: bool,
+    /// Whether it continued a poll interrupted earlier.
+    pub resumed: bool,
+    /// Whether it recorded the baseline (first poll: no events for what already existed).
+    pub baseline: bool,
+    /// Pages fetched.
+    pub pages: u32,
+    /// Bookings seen.
+    pub bookings: usize,
+    /// Events created.
+    pub events: usize,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// Polls that found changes, with no ping since, after which a ping source's pings count as lost.
@@ -58,19 +88,21 @@ impl Progress {
     }
 
     /// A committed poll; true when this poll made the source's pings count as lost.
-    pub(crate) fn polled(&self, source: &str, at_ms: i64, events: usize) -> bool {
+    pub(crate) fn polled(&self, source: &str, poll: LastPoll) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let h = m.entry(source.to_string()).or_default();
-        h.events_total += events as u64;
+        h.events_total += poll.events as u64;
         let was_lost = h.pings_lost;
-        if events > 0 {
+        if poll.events > 0 {
             h.changed_polls_since_ping += 1;
         }
         h.pings_lost =
             self.pinged.contains(source) && h.changed_polls_since_ping >= PINGS_LOST_AFTER;
-        h.last_success_ms = Some(at_ms);
+        h.last_success_ms = Some(poll.at_ms);
         h.consecutive_failures = 0;
+        h.last_error = None;
         h.successes_total += 1;
+        h.last_poll = Some(poll);
         h.pings_lost && !was_lost
     }
 
@@ -89,11 +121,20 @@ impl Progress {
         m.entry(source.to_string()).or_default().events_total += events as u64;
     }
 
-    pub(crate) fn poll_failed(&self, source: &str) {
+    /// A failed poll that ended at `at_ms` with `error` (already redacted).
+    pub(crate) fn poll_failed(&self, source: &str, at_ms: i64, error: String) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let h = m.entry(source.to_string()).or_default();
         h.consecutive_failures += 1;
         h.failures_total += 1;
+        h.last_error = Some(error);
+        h.last_failure_ms = Some(at_ms);
+    }
+
+    /// The schedule loop's next start for `source`.
+    pub(crate) fn scheduled(&self, source: &str, next_ms: i64) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(source.to_string()).or_default().next_poll_ms = Some(next_ms);
     }
 
     /// A copy of every source's health.

@@ -109,6 +109,19 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Send a newly connected endpoint the current state: one event per known booking (`new`
+    /// for an active one, `cancel` for a cancelled one), marked as a backfill, through a
+    /// running daemon's admin API.
+    Backfill {
+        /// The endpoint that gets the events (and only it).
+        #[arg(long, value_name = "NAME")]
+        endpoint: String,
+        /// Only the bookings of this source (default: every source).
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run a self-contained demo on loopback: simulated booking API -> pollhook -> receiver.
     Demo {
         /// Stop after this long (e.g. "60s"); default: until Ctrl-C.
@@ -299,6 +312,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", f.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            endpoint,
+            source,
+            admin,
+        } => {
+            let target = commands::AdminTarget::resolve(&admin)?;
+            let mut url = url::Url::parse(&format!("{}/endpoints/", target.base))?;
+            url.path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("--admin must be an http:// URL"))?
+                .pop_if_empty()
+                .push(&endpoint)
+                .push("backfill");
+            if let Some(s) = source {
+                url.query_pairs_mut().append_pair("source", &s);
+            }
+            target.call(reqwest::Method::POST, url.as_str()).await
         }
         Command::Demo {
             duration,

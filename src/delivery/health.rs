@@ -2,6 +2,7 @@
 //! disables it until an operator re-enables it, outcome counters, and the report the admin API
 //! and metrics show (no secrets).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -18,7 +19,12 @@ pub(super) struct Health {
     failing_reported: AtomicBool,
     /// Outcome counters since start: delivered, failed attempts, dead-lettered.
     counters: [AtomicU64; 3],
+    /// The latest attempts: latency (ms) and outcome, newest last, at most [`RECENT`].
+    recent: Mutex<VecDeque<(u64, String)>>,
 }
+
+/// How many of the latest attempts the report's latency and last outcome are taken from.
+const RECENT: usize = 32;
 
 impl Health {
     fn since(&self) -> Option<i64> {
@@ -50,6 +56,12 @@ pub struct EndpointReport {
     pub failed_attempts_total: u64,
     /// Deliveries dead-lettered since start.
     pub dead_total: u64,
+    /// Deliveries sent and not yet recorded.
+    pub in_flight: usize,
+    /// The median latency of the latest attempts (up to 32) since start, in milliseconds.
+    pub recent_latency_ms: Option<u64>,
+    /// How the latest attempt ended (`HTTP 200`, `HTTP 503`, a transport error).
+    pub last_outcome: Option<String>,
 }
 
 impl Dispatcher {
@@ -70,6 +82,18 @@ impl Dispatcher {
             h.counters[1].fetch_add(1, Ordering::Relaxed);
         }
         let last = d.history.last();
+        if let Some(a) = last {
+            let outcome = match (a.status, &a.error) {
+                (Some(code), _) => format!("HTTP {code}"),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "no answer".to_string(),
+            };
+            let mut recent = h.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back((a.latency_ms, outcome));
+        }
         let at = last.map(|a| a.at_ms).unwrap_or_else(|| self.clock.now_ms());
         if d.state == DeliveryState::Delivered {
             *h.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -139,6 +163,16 @@ impl Dispatcher {
             .map(|ep| {
                 let h = &ep.health;
                 let since = h.since();
+                let (recent_latency_ms, last_outcome) = {
+                    let recent = h.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut latencies: Vec<u64> = recent.iter().map(|(l, _)| *l).collect();
+                    latencies.sort_unstable();
+                    (
+                        latencies.get(latencies.len() / 2).copied(),
+                        recent.back().map(|(_, o)| o.clone()),
+                    )
+                };
+                let in_flight = ep.in_flight.lock().unwrap_or_else(|e| e.into_inner()).len();
                 EndpointReport {
                     name: ep.cfg.name.clone(),
                     enabled: ep.cfg.enabled,
@@ -149,6 +183,9 @@ impl Dispatcher {
                     delivered_total: h.counters[0].load(Ordering::Relaxed),
                     failed_attempts_total: h.counters[1].load(Ordering::Relaxed),
                     dead_total: h.counters[2].load(Ordering::Relaxed),
+                    in_flight,
+                    recent_latency_ms,
+                    last_outcome,
                 }
             })
             .collect();

@@ -51,8 +51,11 @@ pub fn content_type(preset: BodyPreset) -> &'static str {
 /// come from the event's detection time, so every attempt renders the same body apart from
 /// Beds24's `retries`. An `attempt` of 0 is treated as the first try. The `rezgo` body is XML:
 /// here it is that document as a JSON string ([`to_vec`] sends it as it is).
+///
+/// An event enqueued by a backfill (the booking's current state, not a detected change) carries
+/// `"backfill": true` at the top level of every preset's body; other events have no such key.
 pub fn render(preset: BodyPreset, event: &Event, attempt: u32) -> Value {
-    match preset {
+    let mut body = match preset {
         BodyPreset::Pollhook => pollhook(event),
         BodyPreset::Beds24 => beds24(event, attempt),
         BodyPreset::StayNTouch => stayntouch(event),
@@ -61,7 +64,13 @@ pub fn render(preset: BodyPreset, event: &Event, attempt: u32) -> Value {
             Ok(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
             Err(_) => Value::Null,
         },
+    };
+    if event.backfill
+        && let Value::Object(map) = &mut body
+    {
+        map.insert("backfill".into(), Value::Bool(true));
     }
+    body
 }
 
 /// The body as bytes, of [`content_type`]. Same content as [`render`]; the default envelope is
@@ -81,6 +90,8 @@ pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>
         booking: &'a crate::outbox::Booking,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         changes: &'a [crate::outbox::FieldChange],
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        backfill: bool,
     }
     let bytes = match preset {
         BodyPreset::Pollhook => serde_json::to_vec(&Envelope {
@@ -93,6 +104,7 @@ pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>
             sequence: event.seq,
             booking: &event.booking,
             changes: &event.changes,
+            backfill: event.backfill,
         }),
         BodyPreset::Rezgo => return Ok(rezgo::to_vec(event)?),
         other => serde_json::to_vec(&render(other, event, attempt)),
@@ -328,6 +340,7 @@ mod tests {
             detected_ms: 1_748_769_302_481, // 2025-06-01T09:15:02.481Z
             booking: crate::outbox::Booking::from_value(booking).unwrap(),
             changes,
+            backfill: false,
         }
     }
 
@@ -343,6 +356,37 @@ mod tests {
             .into_iter()
             .map(|k| event(k, booking(status_for(k))))
             .collect()
+    }
+
+    #[test]
+    fn every_preset_marks_a_backfill_and_only_a_backfill() {
+        for preset in BodyPreset::ALL {
+            for kind in [EventKind::New, EventKind::Cancel] {
+                let live = event(kind, booking(status_for(kind)));
+                let backfill = Event {
+                    backfill: true,
+                    ..live.clone()
+                };
+                let body = render(preset, &backfill, 1);
+                if preset == BodyPreset::Rezgo {
+                    // XML: `<backfill>true</backfill>` beside the booking.
+                    let xml = String::from_utf8(to_vec(preset, &backfill, 1).unwrap()).unwrap();
+                    assert!(xml.contains("<backfill>true</backfill>"), "{xml}");
+                    let live = String::from_utf8(to_vec(preset, &live, 1).unwrap()).unwrap();
+                    assert!(!live.contains("backfill"), "{live}");
+                    continue;
+                }
+                assert_eq!(body["backfill"], json!(true), "{}", preset.name());
+                let bytes: Value =
+                    serde_json::from_slice(&to_vec(preset, &backfill, 1).unwrap()).unwrap();
+                assert_eq!(bytes, body, "{}", preset.name());
+                assert!(
+                    render(preset, &live, 1).get("backfill").is_none(),
+                    "{}",
+                    preset.name()
+                );
+            }
+        }
     }
 
     #[test]
@@ -494,12 +538,20 @@ mod tests {
         for e in all_events() {
             let v = render(BodyPreset::Pollhook, &e, 1);
             assert!(keys(&v).is_subset(&properties), "{:?}", keys(&v));
+            let backfill = Event {
+                backfill: true,
+                ..e
+            };
+            let v = render(BodyPreset::Pollhook, &backfill, 1);
+            assert!(keys(&v).is_subset(&properties), "{:?}", keys(&v));
         }
         assert_eq!(properties, {
             let mut all = required.clone();
             all.insert("changes");
+            all.insert("backfill");
             all
         });
+        assert_eq!(schema["properties"]["backfill"]["const"], json!(true));
         // The enums in the schema list exactly the kinds.
         let types: Vec<&str> = EventKind::ALL.iter().map(|k| k.event_type()).collect();
         let words: Vec<&str> = EventKind::ALL.iter().map(|k| k.status_word()).collect();
@@ -887,6 +939,7 @@ mod tests {
             detected_ms: ms,
             booking: crate::outbox::Booking::from_value(doc).unwrap(),
             changes: Vec::new(),
+            backfill: false,
         };
         let new = common(
             "evt_01972aa3b3f17a4c9d0e1f2a3b4c5d61",
@@ -949,6 +1002,7 @@ mod tests {
             }))
             .unwrap(),
             changes: Vec::new(),
+            backfill: false,
         }
     }
 

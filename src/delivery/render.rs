@@ -60,6 +60,7 @@ impl Context for DeliveryContext<'_> {
             "event.source" => json(Value::String(e.source.clone())),
             "event.booking_id" => json(Value::String(e.booking_id.clone())),
             "event.sequence" => json(Value::from(e.seq)),
+            "event.backfill" => json(Value::Bool(e.backfill)),
             "event.attempt" => json(Value::from(self.attempt)),
             "event.detected_at" => {
                 DateTime::<Utc>::from_timestamp_millis(e.detected_ms).map(Val::Time)
@@ -204,6 +205,7 @@ mod tests {
                 old: json!("Zoë"),
                 new: json!("Zoë & \"Bob\""),
             }],
+            backfill: false,
         }
     }
 

@@ -390,8 +390,16 @@ pub(super) fn encode_event(e: &Event) -> Result<Vec<u8>> {
     put_str(&mut out, &e.booking_id);
     put_str(&mut out, booking);
     put_str(&mut out, &changes);
+    // A trailing flags byte, written only when set: rows without it (every row older than
+    // backfills, and every detected change) read as flags 0.
+    if e.backfill {
+        out.push(EVENT_FLAG_BACKFILL);
+    }
     Ok(out)
 }
+
+/// Event flag: enqueued by a backfill.
+const EVENT_FLAG_BACKFILL: u8 = 1;
 
 /// Undoes [`encode_event`].
 pub(super) fn decode_event(b: &[u8]) -> Result<Event> {
@@ -420,6 +428,7 @@ pub(super) fn decode_event(b: &[u8]) -> Result<Event> {
     } else {
         serde_json::from_str(&changes_json).map_err(|e| corrupt(t, e.to_string()))?
     };
+    let flags = b.first().copied().unwrap_or(0);
     Ok(Event {
         id,
         seq,
@@ -429,6 +438,7 @@ pub(super) fn decode_event(b: &[u8]) -> Result<Event> {
         detected_ms,
         booking,
         changes,
+        backfill: flags & EVENT_FLAG_BACKFILL != 0,
     })
 }
 
@@ -646,9 +656,16 @@ mod tests {
                 old: serde_json::json!("a"),
                 new: serde_json::json!(null),
             }],
+            backfill: false,
         };
         let back = decode_event(&encode_event(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+        let backfilled = Event {
+            backfill: true,
+            ..e.clone()
+        };
+        let back = decode_event(&encode_event(&backfilled).unwrap()).unwrap();
+        assert!(back.backfill, "the flag survives");
         let mut d = Delivery::new("crm", &e);
         d.history.push(Attempt {
             at_ms: 5,

@@ -1,8 +1,8 @@
 //! The redb store: ALL redb code lives here. Opening the state file, its table layout and
 //! schema version (this file), row codecs ([`codec`]), the snapshot and its documents
 //! (`snapshot`), a poll's staging area and its promotion (`poll`), the delivery queue (`queue`),
-//! source, endpoint and token state (`state`), recorded pings (`pings`), and upgrading older
-//! state files (`migrate`). No other module sees a redb type.
+//! source, endpoint and token state (`state`), recorded pings (`pings`), backfills
+//! (`backfill`), and upgrading older state files (`migrate`). No other module sees a redb type.
 //!
 //! Tables (names carry a version suffix; values are this crate's own encodings):
 //!
@@ -28,11 +28,13 @@
 //! | `event_refs_v1` | seq                          | deliveries left      |
 //! | `orphans_v1`    | (detected ms, seq)           | () events no endpoint subscribed to, for retention |
 //! | `pings_v1`      | (source, ping seq)           | a recorded ping: received ms, booking id (versioned) |
+//! | `backfills_v1`  | endpoint                     | a [`Backfill`] in progress (JSON)  |
 //!
 //! Invariants: a pending delivery is in `lanes_v1`; exactly the first pending delivery of each
 //! (endpoint, lane) is in `due_v2`, under the `next_ms` its row carries. That is what keeps one
 //! booking's events in order per endpoint while other bookings flow past a failing one.
 
+mod backfill;
 mod codec;
 mod migrate;
 mod pings;
@@ -51,10 +53,11 @@ use redb::{
 };
 use tokio::sync::watch;
 
+pub use backfill::{Backfill, BackfillStart};
 pub use codec::{SnapRow, Staged, StagedOp};
 pub use pings::{NewPing, PingRow};
 pub use poll::{PageOp, Promotion, REPORTED_EVENTS};
-pub use queue::{Counts, DueBatch, DueItem, ReplaySelector};
+pub use queue::{Counts, DueBatch, DueItem, EndpointCounts, ReplaySelector};
 pub use rows::{Disabled, EndpointState, SourceState};
 pub use snapshot::{Known, SnapshotReader, StoredBooking};
 pub use state::TokenPeek;
@@ -81,6 +84,7 @@ pub(super) const DELIVERED: TableDefinition<(i64, &str, u64), ()> =
 pub(super) const EVENT_REFS: TableDefinition<u64, u32> = TableDefinition::new("event_refs_v1");
 pub(super) const ORPHANS: TableDefinition<(i64, u64), ()> = TableDefinition::new("orphans_v1");
 pub(super) const PINGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pings_v1");
+pub(super) const BACKFILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("backfills_v1");
 
 /// The next event sequence number.
 pub(super) const NEXT_SEQ: &str = "next_seq";
@@ -671,6 +675,7 @@ impl Store {
             txn.open_table(EVENT_REFS)?;
             txn.open_table(ORPHANS)?;
             txn.open_table(PINGS)?;
+            txn.open_table(BACKFILLS)?;
             txn.open_table(META)?.insert(SCHEMA, SCHEMA_VERSION)?;
         }
         txn.commit()?;

@@ -586,6 +586,7 @@ impl<'t> Promotion<'t> {
             detected_ms,
             booking,
             changes,
+            backfill: false,
         };
         self.events.insert(seq, encode_event(&event)?.as_slice())?;
         self.event_ids.insert(event.id.as_str(), seq)?;

@@ -69,6 +69,17 @@ pub struct Counts {
     pub dead: u64,
 }
 
+/// One endpoint's queue figures (see [`Store::endpoint_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointCounts {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Deliveries pending (queued or retrying), up to the cap asked for.
+    pub pending: u64,
+    /// Dead letters, up to the cap asked for.
+    pub dead: u64,
+}
+
 impl Store {
     /// Lane heads due at `now_ms`: for each listed endpoint at most its limit, skipping the
     /// sequence numbers it has in flight (a sorted slice). Endpoints not listed are not read at
@@ -288,6 +299,43 @@ impl Store {
                 due: txn.open_table(DUE)?.len()?,
                 dead: txn.open_table(DEAD)?.len()?,
             })
+        })
+    }
+
+    /// Pending deliveries and dead letters of each endpoint in `endpoints`, each counted up to
+    /// `cap` (a count of `cap` means "at least"): the status page's figures, read from the keys
+    /// of the lanes and dead-letter indexes only, so one call reads at most `2 * cap` keys per
+    /// endpoint whatever the size of the queue.
+    pub fn endpoint_counts(&self, endpoints: &[String], cap: u64) -> Result<Vec<EndpointCounts>> {
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let lanes = txn.open_table(LANES)?;
+            let dead = txn.open_table(DEAD)?;
+            let mut out = Vec::with_capacity(endpoints.len());
+            for ep in endpoints {
+                let ep = ep.as_str();
+                let mut pending = 0;
+                for entry in lanes.range::<(&str, &str, u64)>((ep, "", 0)..)? {
+                    if pending == cap || entry?.0.value().0 != ep {
+                        break;
+                    }
+                    pending += 1;
+                }
+                let mut dead_letters = 0;
+                for entry in dead.range::<(&str, u64)>((ep, 0)..=(ep, u64::MAX))? {
+                    entry?;
+                    if dead_letters == cap {
+                        break;
+                    }
+                    dead_letters += 1;
+                }
+                out.push(EndpointCounts {
+                    endpoint: ep.to_string(),
+                    pending,
+                    dead: dead_letters,
+                });
+            }
+            Ok(out)
         })
     }
 

@@ -35,6 +35,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "attempt",
     "detected_at",
     "changes",
+    "backfill",
 ];
 
 /// Names that endpoint templates (URL and body) may use.

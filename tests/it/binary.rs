@@ -549,6 +549,44 @@ async fn operator_commands_talk_to_the_running_daemon() {
     let out = run(vec!["replay".into(), "--admin".into(), admin.clone()]).await;
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("say what to replay"));
+
+    // Backfill: every known booking (3 at start, 2 created) once more, marked as a backfill.
+    let out = run(vec![
+        "backfill".into(),
+        "--endpoint".into(),
+        "crm".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"endpoint\":\"crm\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = receiver
+        .wait_for_accepted(3 + 5, Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), 8, "{}", show_log());
+    assert!(
+        got[3..]
+            .iter()
+            .all(|r| r.json().unwrap()["backfill"] == true)
+    );
+    let out = run(vec![
+        "backfill".into(),
+        "--endpoint".into(),
+        "nope".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no endpoint named `nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A valid config whose admin listener is on `listen`, with `admin_extra` lines in `[admin]`.

@@ -5,7 +5,9 @@
 mod helpers;
 
 mod admin_access;
+mod backfill;
 mod binary;
+mod browser;
 mod chaos;
 mod crash;
 mod decode_properties;
@@ -26,4 +28,5 @@ mod properties;
 mod restart;
 mod resume;
 mod state_file;
+mod status_page;
 mod watermarks;

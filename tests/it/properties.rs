@@ -31,6 +31,7 @@ fn event(id: &str, booking: Value) -> Event {
         detected_ms: 1_700_000_000_000,
         booking: Booking::from_value(booking).unwrap(),
         changes: Vec::new(),
+        backfill: false,
     }
 }
 

@@ -33,6 +33,10 @@ pub fn to_vec(event: &Event) -> Result<Vec<u8>, XmlError> {
     w.write_event(XmlEvent::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.write_event(XmlEvent::Start(BytesStart::new("response")))?;
     text_element(&mut w, "total", "1")?;
+    if event.backfill {
+        // The booking's current state sent to a new receiver, not a detected change.
+        text_element(&mut w, "backfill", "true")?;
+    }
     let booking = event.booking.value();
     match booking {
         Value::Object(m) => {
@@ -171,6 +175,7 @@ mod tests {
             detected_ms: 1_748_769_302_481,
             booking: Booking::from_value(booking).unwrap(),
             changes: Vec::new(),
+            backfill: false,
         }
     }
 
