@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SelectError, Selection};
 use crate::store::Store;
 
 /// Why the daemon could not start or stopped with an error.
@@ -41,6 +41,12 @@ pub enum DaemonError {
     /// The pipeline task failed.
     #[error("the pipeline task failed: {0}")]
     Task(String),
+    /// `--sources` / `--shard` / `shard` cannot be applied.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// The start-up check of the endpoints failed (a NATS stream that does not exist).
+    #[error("{0}")]
+    Preflight(String),
 }
 
 /// The service manager's notification socket (a no-op when not under systemd).
@@ -141,24 +147,50 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
     }))
 }
 
-/// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT.
-pub async fn run(path: &Path, mut cfg: Config) -> Result<(), DaemonError> {
+/// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT, polling
+/// the sources `selection` keeps (re-applied on every reload).
+pub async fn run(path: &Path, cfg: Config, selection: &Selection) -> Result<(), DaemonError> {
+    let mut cfg = cfg.select(selection)?;
+    log_selection(&cfg, selection);
+    preflight(&cfg).await.map_err(DaemonError::Preflight)?;
     let store = App::open_store(&cfg)?;
     let mut signals = Signals::install()?;
     let stop = CancellationToken::new();
     // The watchdog has its own token: it goes on pinging until the last drain is over.
     let watchdog_stop = CancellationToken::new();
     let watchdog = tokio::spawn(watchdog(store.clone(), watchdog_stop.clone()));
-    let result = rounds(path, &mut cfg, &store, &mut signals, &stop).await;
+    let result = rounds(path, &mut cfg, selection, &store, &mut signals, &stop).await;
     stop.cancel();
     watchdog_stop.cancel();
     let _ = watchdog.await;
     result
 }
 
+/// Says which sources this instance polls when it does not poll them all.
+fn log_selection(cfg: &Config, selection: &Selection) {
+    if !selection.is_all() || cfg.shard.is_some() {
+        let names: Vec<&str> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(
+            sources = %names.join(", "),
+            shard = %cfg.shard.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+            patterns = %selection.patterns.join(","),
+            "this instance polls only the selected sources"
+        );
+    }
+}
+
+/// The start-up check of the endpoints (NATS streams must exist); warnings are logged.
+async fn preflight(cfg: &Config) -> Result<(), String> {
+    for w in crate::delivery::preflight(&cfg.endpoints).await? {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
 async fn rounds(
     path: &Path,
     cfg: &mut Config,
+    selection: &Selection,
     store: &Store,
     signals: &mut Signals,
     stop: &CancellationToken,
@@ -180,7 +212,7 @@ async fn rounds(
                     }
                     notify_reloading();
                     tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
-                    match check_reload(path, cfg) {
+                    match check_reload(path, cfg, selection).await {
                         Ok(new) => break new,
                         Err(why) => {
                             tracing::error!("reload rejected, keeping the running configuration: {why}");
@@ -217,13 +249,23 @@ enum ReloadRefused {
     Invalid(#[from] ConfigError),
     #[error("store.path changed; that needs a restart")]
     StorePath,
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error("{0}")]
+    Preflight(String),
 }
 
-fn check_reload(path: &Path, running: &Config) -> Result<Config, ReloadRefused> {
-    let new = Config::load(path)?;
+async fn check_reload(
+    path: &Path,
+    running: &Config,
+    selection: &Selection,
+) -> Result<Config, ReloadRefused> {
+    let new = Config::load(path)?.select(selection)?;
     if new.store_path != running.store_path {
         return Err(ReloadRefused::StorePath);
     }
+    preflight(&new).await.map_err(ReloadRefused::Preflight)?;
+    log_selection(&new, selection);
     Ok(new)
 }
 

@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::{Config, LogConfig, LogFormat};
+use crate::config::{Config, LogConfig, LogFormat, Selection, Shard};
 
 pub use logging::init_logging;
 
@@ -27,6 +27,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which sources this instance polls (for sharding one configuration across instances).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SourceArgs {
+    /// Poll only the sources whose names match one of these shell-style patterns
+    /// (comma-separated or repeated), e.g. 'hotel-*'. Endpoints are delivered as usual.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub sources: Vec<String>,
+    /// Poll only the sources of shard N of M (1 <= N <= M), assigned by a stable hash of their
+    /// names; overrides `shard` in the configuration. E.g. --shard 2/3.
+    #[arg(long, value_name = "N/M", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse()
+}
+
+impl SourceArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            patterns: self.sources.clone(),
+            shard: self.shard,
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -35,6 +61,9 @@ pub enum Command {
         /// Configuration file (TOML); `POLLHOOK_` environment variables override it.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Which sources to poll.
+        #[command(flatten)]
+        select: SourceArgs,
     },
     /// Validate a configuration and exit non-zero with every problem found.
     Check {
@@ -48,12 +77,18 @@ pub enum Command {
         /// With --probe: only this source.
         #[arg(long, value_name = "NAME", requires = "probe")]
         source: Option<String>,
+        /// Which sources `run` would poll with these options (they are listed).
+        #[command(flatten)]
+        select: SourceArgs,
     },
     /// Poll every source once, then deliver what is due, then exit (for cron and debugging).
     Once {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Which sources to poll.
+        #[command(flatten)]
+        select: SourceArgs,
     },
     /// List deliveries through a running daemon's admin API (dead letters by default).
     Deliveries {
@@ -136,9 +171,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             probe,
             source,
-        } => match Config::load(&config) {
-            Ok(c) if probe => commands::probe_sources(&c, source.as_deref()).await,
-            Ok(c) => {
+            select,
+        } => match Config::load(&config).map(|c| (c.select(&select.selection()), c.shard)) {
+            Ok((Err(e), _)) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+            Ok((Ok(c), _)) if probe => commands::probe_sources(&c, source.as_deref()).await,
+            Ok((Ok(c), file_shard)) => {
                 println!(
                     "{}: OK ({} source(s): {}; {} endpoint(s): {})",
                     config.display(),
@@ -155,6 +195,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", "),
                 );
+                if !select.selection().is_all() || file_shard.is_some() {
+                    println!(
+                        "selected{}: {}",
+                        c.shard.map(|s| format!(" (shard {s})")).unwrap_or_default(),
+                        c.sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -162,17 +213,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, select } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
-            crate::daemon::run(&config, cfg)
+            crate::daemon::run(&config, cfg, &select.selection())
                 .await
                 .with_context(|| format!("running with {}", config.display()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Once { config } => {
-            let cfg = Config::load(&config)?;
+        Command::Once { config, select } => {
+            let cfg = Config::load(&config)?.select(&select.selection())?;
             init_logging(&cfg.log);
+            for w in crate::delivery::preflight(&cfg.endpoints)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?
+            {
+                tracing::warn!("{w}");
+            }
             let app =
                 App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
             let mut failed = false;

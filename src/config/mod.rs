@@ -17,13 +17,17 @@ use crate::outbox::EventKind;
 
 mod auth;
 mod endpoint;
+mod nats;
 pub mod raw;
 mod secret;
+mod select;
 mod source;
 mod validate;
 
 pub use auth::Auth;
 pub use endpoint::{BodyPreset, EndpointConfig, Format};
+pub use nats::{NatsAuth, NatsEndpoint};
+pub use select::{SelectError, Selection, Shard, shard_of};
 pub use secret::Secret;
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
@@ -108,6 +112,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Endpoints in name order.
     pub endpoints: Vec<EndpointConfig>,
+    /// `shard = "N/M"`: this instance polls only the sources of shard N (see [`Config::select`]).
+    pub shard: Option<Shard>,
 }
 
 /// Log output settings.

@@ -11,6 +11,7 @@ mod delivery_failures;
 mod endpoints;
 mod layout;
 mod migration;
+mod nats;
 mod pipeline;
 mod poll_failures;
 mod presets;

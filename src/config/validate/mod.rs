@@ -6,6 +6,7 @@
 mod auth;
 mod endpoint;
 mod general;
+mod nats;
 mod pagination;
 mod secret;
 mod source;
@@ -44,6 +45,13 @@ impl Validator {
         let defaults = self.delivery(raw.delivery);
         let source_names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
         let endpoints = self.endpoints(raw.endpoints, &source_names, &defaults);
+        let shard = raw.shard.as_deref().and_then(|s| match s.parse() {
+            Ok(shard) => Some(shard),
+            Err(m) => {
+                self.bad("shard", m);
+                None
+            }
+        });
         Some(Config {
             file: file.map(Path::to_path_buf),
             store_path,
@@ -53,6 +61,7 @@ impl Validator {
             admin_listen,
             sources,
             endpoints,
+            shard,
         })
     }
 
