@@ -257,7 +257,14 @@ async fn delivery(n: u64, server: &Server, run: usize) -> (Rate, Rate) {
 
     let (tx, _rx) = tokio::sync::broadcast::channel(16);
     let dispatcher = Arc::new(
-        Dispatcher::new(store.clone(), Clock::system(), &cfg.endpoints, tx).expect("dispatcher"),
+        Dispatcher::new(
+            store.clone(),
+            Clock::system(),
+            &cfg.endpoints,
+            tx,
+            &pollhook::metrics::Metrics::new(),
+        )
+        .expect("dispatcher"),
     );
     let before = js
         .get_stream(STREAM)

@@ -204,7 +204,14 @@ async fn delivery(n: u64) -> (Rate, Rate) {
 
     let (tx, _rx) = tokio::sync::broadcast::channel(16);
     let dispatcher = Arc::new(
-        Dispatcher::new(store.clone(), Clock::system(), &cfg.endpoints, tx).expect("dispatcher"),
+        Dispatcher::new(
+            store.clone(),
+            Clock::system(),
+            &cfg.endpoints,
+            tx,
+            &pollhook::metrics::Metrics::new(),
+        )
+        .expect("dispatcher"),
     );
     let cancel = tokio_util::sync::CancellationToken::new();
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
 use crate::config::{Config, ConfigError, SelectError, Selection};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum DaemonError {
     /// The start-up check of the endpoints failed (a NATS stream that does not exist).
     #[error("{0}")]
     Preflight(String),
+    /// The state file was found corrupt while running; the daemon stopped.
+    #[error("stopped: {0}")]
+    Corrupt(StoreError),
 }
 
 /// The service manager's notification socket (a no-op when not under systemd).
@@ -75,17 +78,22 @@ fn status_line(cfg: &Config) -> String {
 }
 
 /// The signals the daemon reacts to.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+enum Signals {
+    Os {
+        term: tokio::signal::unix::Signal,
+        int: tokio::signal::unix::Signal,
+        hup: tokio::signal::unix::Signal,
+    },
+    /// No signal ever arrives (unit tests, which must not take over the test process's signals).
+    #[cfg(test)]
+    Never,
 }
 
 impl Signals {
     fn install() -> Result<Signals, DaemonError> {
         use tokio::signal::unix::{SignalKind, signal};
         let one = |k| signal(k).map_err(DaemonError::Signals);
-        Ok(Signals {
+        Ok(Signals::Os {
             term: one(SignalKind::terminate())?,
             int: one(SignalKind::interrupt())?,
             hup: one(SignalKind::hangup())?,
@@ -94,16 +102,20 @@ impl Signals {
 
     /// The next signal.
     async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => {
-                tracing::info!("SIGTERM received");
-                Signal::Stop
-            }
-            _ = self.int.recv() => {
-                tracing::info!("SIGINT received");
-                Signal::Stop
-            }
-            _ = self.hup.recv() => Signal::Reload,
+        match self {
+            Signals::Os { term, int, hup } => tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    Signal::Stop
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT received");
+                    Signal::Stop
+                }
+                _ = hup.recv() => Signal::Reload,
+            },
+            #[cfg(test)]
+            Signals::Never => std::future::pending().await,
         }
     }
 
@@ -147,14 +159,25 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
     }))
 }
 
-/// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT, polling
-/// the sources `selection` keeps (re-applied on every reload).
+/// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT, or until
+/// the state file is found corrupt (then it stops and returns [`DaemonError::Corrupt`]). It
+/// polls the sources `selection` keeps (re-applied on every reload).
 pub async fn run(path: &Path, cfg: Config, selection: &Selection) -> Result<(), DaemonError> {
-    let mut cfg = cfg.select(selection)?;
+    let cfg = cfg.select(selection)?;
     log_selection(&cfg, selection);
     preflight(&cfg).await.map_err(DaemonError::Preflight)?;
     let store = App::open_store(&cfg)?;
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
+    run_with(path, cfg, selection, store, signals).await
+}
+
+async fn run_with(
+    path: &Path,
+    mut cfg: Config,
+    selection: &Selection,
+    store: Store,
+    mut signals: Signals,
+) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
     // The watchdog has its own token: it goes on pinging until the last drain is over.
     let watchdog_stop = CancellationToken::new();
@@ -196,7 +219,13 @@ async fn rounds(
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     loop {
-        let app = App::build_with_store(cfg.clone(), store.clone())?;
+        if let Some(e) = store.corruption() {
+            return Err(DaemonError::Corrupt(e));
+        }
+        let app = match App::build_with_store(cfg.clone(), store.clone()) {
+            Ok(app) => app,
+            Err(e) => return Err(store.corruption().map_or(e.into(), DaemonError::Corrupt)),
+        };
         let round = stop.child_token();
         let mut runner = start_round(app, round.clone()).await?;
         notify(&[NotifyState::Ready, NotifyState::Status(&status_line(cfg))]);
@@ -204,7 +233,13 @@ async fn rounds(
             tokio::select! {
                 res = &mut runner => {
                     notify(&[NotifyState::Stopping]);
+                    if let Some(e) = store.corruption() {
+                        return Err(DaemonError::Corrupt(e));
+                    }
                     return res.map_err(|e| DaemonError::Task(e.to_string()));
+                }
+                e = store.corrupted() => {
+                    return stop_corrupt(e, stop, runner).await;
                 }
                 sig = signals.next() => {
                     if sig == Signal::Stop {
@@ -235,6 +270,9 @@ async fn rounds(
             }
             _ = signals.stop() => {
                 return stop_process(stop, runner).await;
+            }
+            e = store.corrupted() => {
+                return stop_corrupt(e, stop, runner).await;
             }
         }
         *cfg = next;
@@ -277,9 +315,30 @@ async fn stop_process(stop: &CancellationToken, runner: JoinHandle<()>) -> Resul
     runner.await.map_err(|e| DaemonError::Task(e.to_string()))
 }
 
+/// The state file was found corrupt: stop everything (store operations fail at once now, so
+/// the drain is short), tell systemd, and fail with the error naming the file, so the process
+/// exits non-zero.
+async fn stop_corrupt(
+    e: StoreError,
+    stop: &CancellationToken,
+    runner: JoinHandle<()>,
+) -> Result<(), DaemonError> {
+    tracing::error!(error = %e, "stopping: the state file is corrupt");
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: the state file is corrupt"),
+    ]);
+    stop.cancel();
+    if let Err(join) = runner.await {
+        tracing::error!(error = %join, "pipeline task failed while stopping");
+    }
+    Err(DaemonError::Corrupt(e))
+}
+
 /// Pings the systemd watchdog (when `WatchdogSec=` is set) at half its interval for the whole
-/// life of the process, drains included, but only while the store answers a read: a wedged
-/// process stops pinging and systemd restarts it.
+/// life of the process, drains included, but only while [`watchdog_check`] passes: a wedged
+/// process stops pinging and systemd restarts it; once the state file is found corrupt the
+/// pings stop for good.
 async fn watchdog(store: Store, stop: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
@@ -290,13 +349,100 @@ async fn watchdog(store: Store, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let healthy = tokio::time::timeout(Duration::from_secs(5), store.run(|s| s.counts()))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if healthy {
-            notify(&[NotifyState::Watchdog]);
-        } else {
-            tracing::error!("store not answering; withholding the watchdog ping");
+        match watchdog_check(&store).await {
+            Ok(()) => notify(&[NotifyState::Watchdog]),
+            Err(why) => {
+                tracing::error!("{why}; withholding the watchdog ping");
+                if store.corruption().is_some() {
+                    return;
+                }
+            }
         }
+    }
+}
+
+/// Whether the watchdog may ping: the state file is not known to be corrupt and answers a read
+/// within 5 s.
+async fn watchdog_check(store: &Store) -> Result<(), String> {
+    if let Some(e) = store.corruption() {
+        return Err(e.to_string());
+    }
+    match tokio::time::timeout(Duration::from_secs(5), store.run(|s| s.counts())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("store not answering: {e}")),
+        Err(_) => Err("store not answering within 5 s".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &tempfile::TempDir) -> Config {
+        let toml = format!(
+            "[store]\npath = \"{}\"\n[admin]\nlisten = \"off\"\n[sources.hotel]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1h\"\n",
+            dir.path().join("state.redb").display()
+        );
+        Config::from_toml_str(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Corruption seen inside a store operation: a panic in it, as the engine panics on a
+    /// damaged page.
+    async fn corrupt(store: &Store) -> StoreError {
+        let r: Result<(), StoreError> = store
+            .run(|_| panic!("simulated engine panic on a damaged page"))
+            .await;
+        match r {
+            Err(e) => e,
+            Ok(()) => panic!("the operation panicked yet succeeded"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_withholds_its_ping_once_the_state_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = App::open_store(&config(&dir)).unwrap();
+        assert_eq!(watchdog_check(&store).await, Ok(()));
+        let e = corrupt(&store).await;
+        assert!(e.is_corruption(), "{e}");
+        let why = watchdog_check(&store).await.unwrap_err();
+        assert!(why.contains("is corrupt"), "{why}");
+        assert!(why.contains("state.redb"), "{why}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemon_stops_with_an_error_naming_the_file_once_corruption_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&dir);
+        let store = App::open_store(&cfg).unwrap();
+        let running = store.clone();
+        let daemon = tokio::spawn(async move {
+            run_with(
+                Path::new("test.toml"),
+                cfg,
+                &Selection::default(),
+                running,
+                Signals::Never,
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !daemon.is_finished(),
+            "the daemon runs until something stops it"
+        );
+        corrupt(&store).await;
+        let result = tokio::time::timeout(Duration::from_secs(20), daemon)
+            .await
+            .expect("the daemon stops once the state file is corrupt")
+            .unwrap();
+        let e = result.unwrap_err();
+        assert!(matches!(e, DaemonError::Corrupt(_)), "{e}");
+        let message = e.to_string();
+        assert!(message.contains("is corrupt"), "{message}");
+        assert!(
+            message.contains(&dir.path().join("state.redb").display().to_string()),
+            "{message}"
+        );
     }
 }

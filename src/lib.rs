@@ -36,6 +36,8 @@
 //! | [`signing`]  | Standard Webhooks signatures (pure) |
 //! | [`json`]     | scalar strings, fingerprints, JSON Pointer tokens and edits (pure) |
 //! | [`clock`]    | the one injectable wall clock |
+//! | [`text`]     | text from outside made safe to keep and show: secrets redacted, control characters escaped for logs (pure) |
+//! | [`metrics`]  | the metrics recorded as things happen (poll-duration and delivery-latency histograms, build info): one shared handle |
 
 pub mod admin;
 pub mod app;
@@ -48,6 +50,7 @@ pub mod demo;
 pub mod diff;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod outbox;
 pub mod poll;
 pub mod retry;
@@ -56,6 +59,7 @@ pub mod signing;
 pub mod source;
 pub mod store;
 pub mod template;
+pub mod text;
 
 pub use app::App;
 pub use config::Config;

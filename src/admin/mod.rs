@@ -1,8 +1,13 @@
 //! The admin HTTP listener (loopback by default): health, readiness, Prometheus metrics
-//! ([`metrics`]), events, deliveries, dead letters, replay, enable and poll-now. It calls `App`
-//! methods only. Never exposes a secret: it serves events, deliveries and counts only.
+//! ([`metrics`]), events, deliveries, dead letters, replay, enable and poll-now, every route
+//! behind the access rules of [`access`] (Host allow-list, Origin, the `X-Pollhook` header on
+//! POSTs, the optional bearer token). It calls `App` methods only. Never exposes a secret: it
+//! serves events, deliveries and counts only.
 
+mod access;
 mod metrics;
+
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
@@ -17,8 +22,18 @@ use crate::app::App;
 use crate::outbox::DeliveryState;
 use crate::store::ReplaySelector;
 
-/// The admin routes.
-pub fn router(app: App) -> Router {
+pub use access::{CSRF_HEADER, LocalAddr};
+
+/// The admin routes of a listener on `listen`, behind its access rules (`admin.token` and
+/// `admin.allowed_hosts` from the app's configuration). Serve it with connect info
+/// [`LocalAddr`] so a wildcard listener knows the address each client connected to.
+pub fn router(app: App, listen: SocketAddr) -> Router {
+    let config = app.config();
+    let access = access::Access::new(
+        listen,
+        config.admin_token.as_ref(),
+        &config.admin_allowed_hosts,
+    );
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -32,11 +47,20 @@ pub fn router(app: App) -> Router {
         .route("/replay", post(replay_range))
         .route("/sources/{name}/poll", post(poll_source))
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
 }
 
 /// Serves the admin API until `cancel`.
 pub async fn serve(listener: tokio::net::TcpListener, app: App, cancel: CancellationToken) {
-    let result = axum::serve(listener, router(app))
+    let listen = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener has no local address; not serving");
+            return;
+        }
+    };
+    let service = router(app, listen).into_make_service_with_connect_info::<LocalAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await;
     if let Err(e) = result {
@@ -48,8 +72,12 @@ pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
 
-/// Ready: the store answers and no source has failed its last [`NOT_READY_AFTER`] polls.
+/// Ready: the state file is not known to be corrupt, the store answers, and no source has
+/// failed its last [`NOT_READY_AFTER`] polls.
 async fn readyz(State(app): State<App>) -> Response {
+    if let Some(e) = app.state_file_corruption() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    }
     let sources = app.source_health();
     let counts = match app.counts().await {
         Ok(c) => c,

@@ -8,7 +8,7 @@ mod progress;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -18,9 +18,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::{Dispatcher, EndpointReport, Notice, RoundReport};
 use crate::http::TokenCache;
+use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::poll::{PollError, PollReport, SourceRuntime, poll};
 use crate::store::{Counts, ReplaySelector, Store, StoreError};
+use crate::text::Escaped;
 
 pub(crate) use progress::Progress;
 pub use progress::SourceHealth;
@@ -47,6 +49,9 @@ struct Inner {
     store: Store,
     clock: Clock,
     sources: Vec<Arc<SourceRuntime>>,
+    /// Per source (same order as `sources`): where its poll durations are recorded.
+    poll_timers: Vec<Recorder>,
+    metrics: Metrics,
     dispatcher: Arc<Dispatcher>,
     wake: Arc<Notify>,
     notices: broadcast::Sender<Notice>,
@@ -95,6 +100,12 @@ impl App {
         let clock = Clock::system();
         let (notices, _) = broadcast::channel(1024);
         let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
+        let metrics = Metrics::new();
+        let poll_timers = config
+            .sources
+            .iter()
+            .map(|s| metrics.poll_duration(&s.name))
+            .collect();
         let mut sources = Vec::new();
         for s in &config.sources {
             sources.push(Arc::new(
@@ -108,19 +119,23 @@ impl App {
                 clock.clone(),
                 &config.endpoints,
                 notices.clone(),
+                &metrics,
             )
             .map_err(AppError::Setup)?,
         );
+        let progress = Progress::with_sources(config.sources.iter().map(|s| s.name.as_str()));
         Ok(App {
             inner: Arc::new(Inner {
                 config,
                 store,
                 clock,
                 sources,
+                poll_timers,
+                metrics,
                 dispatcher,
                 wake: Arc::new(Notify::new()),
                 notices,
-                progress: Progress::default(),
+                progress,
             }),
         })
     }
@@ -135,6 +150,12 @@ impl App {
         &self.inner.store
     }
 
+    /// The corruption found in the state file, once an operation found it (see
+    /// [`Store::corruption`]); the daemon then stops and readiness fails.
+    pub fn state_file_corruption(&self) -> Option<StoreError> {
+        self.inner.store.corruption()
+    }
+
     /// The clock every part of this instance reads. Tests advance it instead of sleeping.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
@@ -145,16 +166,24 @@ impl App {
         self.inner.notices.subscribe()
     }
 
+    /// The metrics recorded as things happen (histograms, build info), for the exposition.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     /// Polls one source now (waiting for a poll of it already running) and commits the result.
+    /// Its duration, committed or failed, goes to the source's poll-duration histogram.
     pub async fn poll_now(&self, source: &str) -> Result<PollReport, PollError> {
-        let rt = self
+        let i = self
             .inner
             .sources
             .iter()
-            .find(|s| s.cfg.name == source)
-            .ok_or_else(|| PollError::UnknownSource(source.to_string()))?
-            .clone();
+            .position(|s| s.cfg.name == source)
+            .ok_or_else(|| PollError::UnknownSource(source.to_string()))?;
+        let rt = self.inner.sources[i].clone();
+        let started = Instant::now();
         let result = poll(&rt, &self.inner.store, &self.inner.clock).await;
+        self.inner.poll_timers[i].observe(started.elapsed());
         self.after_poll(&rt.cfg.name, &result);
         result
     }
@@ -192,7 +221,7 @@ impl App {
                 }
                 let watched = self.inner.notices.receiver_count() > 0;
                 for e in &r.events {
-                    tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %e.booking_id, "change detected");
+                    tracing::info!(source, event = %e.id, kind = e.kind.status_word(), booking = %Escaped(&e.booking_id), "change detected");
                     if watched {
                         let _ = self
                             .inner
@@ -206,7 +235,7 @@ impl App {
             }
             Err(e) => {
                 self.inner.progress.poll_failed(source);
-                tracing::warn!(source, error = %e, "poll failed; nothing committed, will retry at the next tick");
+                tracing::warn!(source, error = %Escaped(e), "poll failed; nothing committed, will retry at the next tick");
             }
         }
     }
@@ -273,6 +302,27 @@ impl App {
     /// Row counts of the store (also a check that it answers).
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.inner.store.run(|s| s.counts()).await
+    }
+
+    /// Per endpoint, how long (this instance's clock) the pending delivery at the front of its
+    /// queue has waited since it was detected: see [`Store::oldest_pending`]. Every configured
+    /// endpoint is listed (zero with nothing pending), and so is any endpoint no longer
+    /// configured whose deliveries still wait in the store.
+    pub async fn oldest_pending_ages(&self) -> Result<BTreeMap<String, Duration>, StoreError> {
+        let oldest = self.inner.store.run(|s| s.oldest_pending()).await?;
+        let now = self.inner.clock.now_ms();
+        let mut ages: BTreeMap<String, Duration> = self
+            .inner
+            .config
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), Duration::ZERO))
+            .collect();
+        for (endpoint, created_ms) in oldest {
+            let age = u64::try_from(now.saturating_sub(created_ms)).unwrap_or(0);
+            ages.insert(endpoint, Duration::from_millis(age));
+        }
+        Ok(ages)
     }
 
     /// The newest events, newest first.
@@ -345,7 +395,7 @@ impl App {
                 Ok(n) => {
                     tracing::info!(removed = n, "pruned delivered history past store.retention")
                 }
-                Err(e) => tracing::error!(error = %e, "pruning delivered history failed"),
+                Err(e) => tracing::error!(error = %Escaped(&e), "pruning delivered history failed"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -28,6 +28,18 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// Every source in `sources` known from the start, with nothing polled yet (so each is
+    /// reported, e.g. a last success of 0, before its first poll succeeds).
+    pub(crate) fn with_sources<'a>(sources: impl IntoIterator<Item = &'a str>) -> Progress {
+        let map = sources
+            .into_iter()
+            .map(|s| (s.to_string(), SourceHealth::default()))
+            .collect();
+        Progress {
+            inner: Arc::new(Mutex::new(map)),
+        }
+    }
+
     pub(crate) fn polled(&self, source: &str, at_ms: i64, events: usize) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let h = m.entry(source.to_string()).or_default();

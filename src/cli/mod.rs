@@ -80,6 +80,12 @@ pub enum Command {
         /// Which sources `run` would poll with these options (they are listed).
         #[command(flatten)]
         select: SourceArgs,
+        /// Instead, verify the state file named by `store.path` offline: every page of it, its
+        /// schema version and the rows of each table. Exit status 1 when it is corrupt, not a
+        /// pollhook state file, missing, or in use by a running pollhook. Never creates,
+        /// initialises or upgrades the file.
+        #[arg(long, conflicts_with = "probe")]
+        store: bool,
     },
     /// Poll every source once, then deliver what is due, then exit (for cron and debugging).
     Once {
@@ -92,9 +98,8 @@ pub enum Command {
     },
     /// List deliveries through a running daemon's admin API (dead letters by default).
     Deliveries {
-        /// Admin API address.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// dead, pending or delivered.
         #[arg(long, default_value = "dead")]
         state: String,
@@ -104,18 +109,16 @@ pub enum Command {
     },
     /// List the newest detected events through a running daemon's admin API.
     Events {
-        /// Admin API address.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// At most this many, newest first.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// Replay deliveries through a running daemon's admin API; event ids are kept.
     Replay {
-        /// Admin API address.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Replay one event (its `evt_...` id).
         #[arg(long, value_name = "EVENT_ID", conflicts_with_all = ["dead_of", "from"])]
         event: Option<String>,
@@ -136,9 +139,8 @@ pub enum Command {
     Enable {
         /// Endpoint name.
         endpoint: String,
-        /// Admin API address.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9477")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Run a self-contained demo on loopback: simulated booking API -> pollhook -> receiver.
     Demo {
@@ -152,6 +154,18 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "2s")]
         poll_every: String,
     },
+}
+
+/// How the operator commands reach a running daemon's admin API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Admin API address [default: from --config's admin.listen, else http://127.0.0.1:9477].
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// The daemon's configuration file: its `[admin]` table gives the address (admin.listen)
+    /// and the bearer token (admin.token); nothing else in it is read.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -172,11 +186,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             probe,
             source,
             select,
-        } => match Config::load(&config).map(|c| (c.select(&select.selection()), c.shard)) {
+            store,
+        } => match Config::load(&config).map(|c| {
+            let file_shard = c.shard;
+            (c.select(&select.selection()), file_shard)
+        }) {
             Ok((Err(e), _)) => {
                 eprintln!("{e}");
                 Ok(ExitCode::from(2))
             }
+            Ok((Ok(c), _)) if store => Ok(commands::check_store(&c)),
             Ok((Ok(c), _)) if probe => commands::probe_sources(&c, source.as_deref()).await,
             Ok((Ok(c), file_shard)) => {
                 println!(
@@ -244,7 +263,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                     Err(e) => {
                         failed = true;
-                        println!("{name}: poll failed, nothing committed: {e}");
+                        println!(
+                            "{name}: poll failed, nothing committed: {}",
+                            crate::text::Escaped(&e)
+                        );
                     }
                 }
             }
@@ -264,15 +286,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
             limit,
         } => {
-            let url = format!(
-                "{}/deliveries?state={state}&limit={limit}",
-                admin.trim_end_matches('/')
-            );
-            commands::admin_call(reqwest::Method::GET, &url).await
+            let target = commands::AdminTarget::resolve(&admin)?;
+            let url = format!("{}/deliveries?state={state}&limit={limit}", target.base);
+            target.call(reqwest::Method::GET, &url).await
         }
         Command::Events { admin, limit } => {
-            let url = format!("{}/events?limit={limit}", admin.trim_end_matches('/'));
-            commands::admin_call(reqwest::Method::GET, &url).await
+            let target = commands::AdminTarget::resolve(&admin)?;
+            let url = format!("{}/events?limit={limit}", target.base);
+            target.call(reqwest::Method::GET, &url).await
         }
         Command::Replay {
             admin,
@@ -282,7 +303,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             endpoint,
         } => {
-            let base = admin.trim_end_matches('/');
+            let target = commands::AdminTarget::resolve(&admin)?;
+            let base = target.base.as_str();
             let mut url = match (event, dead_of, from, to) {
                 (Some(id), None, None, None) => {
                     url::Url::parse(&format!("{base}/events/{id}/replay"))?
@@ -304,14 +326,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(ep) = endpoint {
                 url.query_pairs_mut().append_pair("endpoint", &ep);
             }
-            commands::admin_call(reqwest::Method::POST, url.as_str()).await
+            target.call(reqwest::Method::POST, url.as_str()).await
         }
         Command::Enable { endpoint, admin } => {
-            let url = format!(
-                "{}/endpoints/{endpoint}/enable",
-                admin.trim_end_matches('/')
-            );
-            commands::admin_call(reqwest::Method::POST, &url).await
+            let target = commands::AdminTarget::resolve(&admin)?;
+            let url = format!("{}/endpoints/{endpoint}/enable", target.base);
+            target.call(reqwest::Method::POST, &url).await
         }
         Command::Demo {
             duration,

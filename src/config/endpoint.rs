@@ -9,7 +9,8 @@ use super::Auth;
 use crate::outbox::EventKind;
 use crate::retry::RetryPolicy;
 use crate::signing::SigningKey;
-use crate::template::{Template, TemplateTree};
+use crate::template::{TemplateTree, UrlTemplate};
+use crate::text::Redactor;
 
 /// The wire format of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +64,17 @@ pub struct EndpointConfig {
     pub preset: BodyPreset,
     /// v2 custom body template (overrides the preset).
     pub body: Option<TemplateTree>,
-    /// The URL as a template, when it contains placeholders (values are percent-encoded).
-    pub url_template: Option<Template>,
+    /// The URL as a template, when it contains placeholders (values are percent-encoded, and a
+    /// rendered URL must keep the template's shape).
+    pub url_template: Option<UrlTemplate>,
     /// Beds24-style `[NAME]` variables: name -> JSON Pointer into the booking.
     pub variables: BTreeMap<String, String>,
     /// For a NATS JetStream endpoint (`type = "nats"`): where and how it publishes. `url` is
     /// then its first server, and `format`, `method` and `auth` keep their HTTP defaults
     /// unused.
     pub nats: Option<super::NatsEndpoint>,
+    /// Its credentials in every form a receiver may echo them, to take out of what it answers.
+    pub redactor: Redactor,
 }
 
 impl EndpointConfig {

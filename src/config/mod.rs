@@ -27,8 +27,8 @@ mod validate;
 pub use auth::Auth;
 pub use endpoint::{BodyPreset, EndpointConfig, Format};
 pub use nats::{NatsAuth, NatsEndpoint};
-pub use select::{SelectError, Selection, Shard, shard_of};
 pub use secret::Secret;
+pub use select::{SelectError, Selection, Shard, shard_of};
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
     Pagination, ParamIn, ParamValue, Politeness, ResponseFormat, SourceConfig, SourceMethod,
@@ -108,12 +108,28 @@ pub struct Config {
     pub log: LogConfig,
     /// Admin listener address; `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// `admin.token`: the bearer token every admin route but `/healthz` requires, if set.
+    pub admin_token: Option<Secret>,
+    /// `admin.allowed_hosts`: names (lowercase, `host` or `host:port`) accepted in the `Host`
+    /// and `Origin` headers of admin requests besides the listen address and loopback names.
+    pub admin_allowed_hosts: Vec<String>,
     /// Sources in name order.
     pub sources: Vec<SourceConfig>,
     /// Endpoints in name order.
     pub endpoints: Vec<EndpointConfig>,
     /// `shard = "N/M"`: this instance polls only the sources of shard N (see [`Config::select`]).
     pub shard: Option<Shard>,
+}
+
+/// The `[admin]` table alone: what the operator commands need to reach a running daemon.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// `admin.listen`; `None` when switched off.
+    pub listen: Option<SocketAddr>,
+    /// `admin.token`, if set.
+    pub token: Option<Secret>,
+    /// `admin.allowed_hosts`, lowercase.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Log output settings.
@@ -149,6 +165,35 @@ impl Config {
             .merge(Toml::file_exact(path))
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
         Self::from_figment(figment, Some(path))
+    }
+
+    /// Loads only the `[admin]` table of `path` (plus `POLLHOOK_ADMIN__*` overrides) and validates
+    /// it, for the commands that call a running daemon's admin API: the rest of the file (sources,
+    /// endpoints and their secrets) is neither read into types nor resolved.
+    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let invalid = |problems| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let raw: raw::AdminOnly = figment
+            .extract()
+            .map_err(|err| invalid(err.into_iter().map(figment_problem).collect()))?;
+        let mut v = Validator::default();
+        let admin = v.admin(raw.admin);
+        if v.problems.is_empty() {
+            Ok(admin)
+        } else {
+            Err(invalid(v.problems))
+        }
     }
 
     /// Validates a configuration given as TOML text (no environment overrides). Used by the demo
@@ -434,6 +479,70 @@ mod tests {
             "every = \"30s\"\nheaders = { \"bad header\" = \"x\" }",
         ));
         assert_eq!(p[0].key, "sources.hotel.headers.bad header");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let open = MINIMAL.to_string() + "[admin]\nlisten = \"0.0.0.0:9477\"\n";
+        let p = problems(&open);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "admin.token");
+        assert!(p[0].message.contains("loopback"), "{}", p[0].message);
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let guarded = format!(
+            "{open}token = {{ file = {:?} }}\nallowed_hosts = [\"Pollhook.Internal:9477\"]\n",
+            token.display().to_string()
+        );
+        let c = Config::from_toml_str(&guarded, "t.toml").unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(c.admin_allowed_hosts, ["pollhook.internal:9477"]);
+        // A loopback listener needs none; IPv4-mapped loopback counts as loopback.
+        for lo in [
+            "127.0.0.1:9477",
+            "[::1]:9477",
+            "[::ffff:127.0.0.1]:9477",
+            "off",
+        ] {
+            let text = format!("{MINIMAL}[admin]\nlisten = \"{lo}\"\n");
+            assert!(Config::from_toml_str(&text, "t.toml").is_ok(), "{lo}");
+        }
+        let p = problems(&format!(
+            "{MINIMAL}[admin]\nallowed_hosts = [\"http://x/\"]\n"
+        ));
+        assert_eq!(p[0].key, "admin.allowed_hosts[0]");
+    }
+
+    #[test]
+    fn load_admin_reads_only_the_admin_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        // Sources and endpoints that would not validate (a secret nobody set) do not matter.
+        std::fs::write(
+            &path,
+            "[admin]\nlisten = \"[::1]:9000\"\n[endpoints.crm]\nsecrets = [{ env = \"POLLHOOK_UNIT_TEST_UNSET\" }]\n",
+        )
+        .unwrap();
+        let a = Config::load_admin(&path).unwrap();
+        assert_eq!(a.listen, Some("[::1]:9000".parse().unwrap()));
+        assert!(a.token.is_none());
+        std::fs::write(&path, "[sources.x]\nurl = 1\n").unwrap();
+        let a = Config::load_admin(&path).unwrap();
+        assert_eq!(
+            a.listen,
+            Some("127.0.0.1:9477".parse().unwrap()),
+            "the default"
+        );
+        std::fs::write(&path, "[admin]\nlisten = \"nowhere\"\nbogus = 1\n").unwrap();
+        let Err(ConfigError::Invalid { problems, .. }) = Config::load_admin(&path) else {
+            panic!("expected problems")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["admin.bogus"], "{problems:?}");
     }
 
     #[test]

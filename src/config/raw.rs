@@ -66,10 +66,19 @@ pub struct RawLog {
     pub level: Option<String>,
 }
 
+/// The `[admin]` table alone, every other table skipped unread (for the operator commands).
+#[derive(Debug, Deserialize, Default)]
+pub struct AdminOnly {
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<RawSecret>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

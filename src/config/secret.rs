@@ -9,6 +9,13 @@ use std::fmt;
 pub struct Secret(pub(super) String);
 
 impl Secret {
+    /// A secret from its value (resolving references is the validator's job; this is for code
+    /// and tests that already hold the value).
+    #[cfg(test)]
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The secret itself; call only where it is put on the wire.
     pub fn expose(&self) -> &str {
         &self.0

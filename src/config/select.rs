@@ -70,7 +70,9 @@ pub struct Selection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
     /// A pattern is not a valid glob.
-    #[error("--sources: `{pattern}` is not a valid pattern ({reason}); use shell-style patterns such as 'hotel-*' or 'hotel-[a-m]*'")]
+    #[error(
+        "--sources: `{pattern}` is not a valid pattern ({reason}); use shell-style patterns such as 'hotel-*' or 'hotel-[a-m]*'"
+    )]
     BadPattern {
         /// The pattern.
         pattern: String,
@@ -86,7 +88,9 @@ pub enum SelectError {
         configured: String,
     },
     /// The patterns and the shard together leave nothing to poll.
-    #[error("{what} selects no source, so this instance would poll nothing; the sources fall into these shards: {assignment}")]
+    #[error(
+        "{what} selects no source, so this instance would poll nothing; the sources fall into these shards: {assignment}"
+    )]
     Empty {
         /// Which selection, e.g. "shard 2/3" or "--sources 'x*' with shard 1/2".
         what: String,
@@ -224,10 +228,7 @@ mod tests {
             patterns: vec!["hotel-*".into()],
             shard: None,
         };
-        assert_eq!(
-            hotels.choose(&names, None).unwrap(),
-            ["hotel-a", "hotel-b"]
-        );
+        assert_eq!(hotels.choose(&names, None).unwrap(), ["hotel-a", "hotel-b"]);
         let two = Selection {
             patterns: vec!["camp".into(), "hos*".into()],
             shard: None,
@@ -294,6 +295,9 @@ mod tests {
             .find_map(|s| s.choose(&names, None).err())
             .expect("some shard of 8 is empty with 2 sources");
         let e = empty.to_string();
-        assert!(e.contains("selects no source") && e.contains("hotel-a -> "), "{e}");
+        assert!(
+            e.contains("selects no source") && e.contains("hotel-a -> "),
+            "{e}"
+        );
     }
 }

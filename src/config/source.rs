@@ -9,6 +9,7 @@ use url::Url;
 use super::{Auth, Secret};
 use crate::schedule::Schedule;
 use crate::template::Template;
+use crate::text::Redactor;
 
 /// How a source's result set is split into pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,4 +303,6 @@ pub struct SourceConfig {
     pub resume_within: Duration,
     /// Pagination style.
     pub pagination: Pagination,
+    /// Its credentials in every form the API may echo them, to take out of what it answers.
+    pub redactor: Redactor,
 }

@@ -1,7 +1,8 @@
 //! One delivery attempt: over HTTP, render the request, add the Standard Webhooks headers and
 //! signature, send it with the endpoint's credentials and keep the start of the answer; over NATS,
 //! publish and wait for the acknowledgement (`super::nats`). Either way the row is settled by the
-//! retry policy, and the result is an [`AttemptOutcome`] for the committer.
+//! retry policy, the latency is recorded, and the result is an [`AttemptOutcome`] for the
+//! committer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use crate::outbox::{Attempt, Delivery, Event};
 use crate::retry::{AttemptResult, settle};
 use crate::signing;
 use crate::store::DueItem;
+use crate::text::Escaped;
 
 /// What one attempt produced: the delivery row after it, the due time the row was fetched under
 /// (the store only accepts the update if the row is still due under it), and the event.
@@ -29,29 +31,33 @@ pub struct AttemptOutcome {
 }
 
 /// Makes one attempt of a due item, over the endpoint's transport; both transports end in the
-/// same settle by the retry policy.
+/// same latency metric and the same settle by the retry policy.
 pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) -> AttemptOutcome {
     let DueItem { delivery, event } = item;
     let fetched_due_ms = delivery.next_ms;
     let started = Instant::now();
     let at_ms = clock.now_ms();
     let number = delivery.attempts + 1;
-    let (result, status, error, body) = match &ep.transport {
+    let (result, status, error, body, latency) = match &ep.transport {
         Transport::Http { client, auth } => {
-            http_attempt(ep, client, auth, &event, number, at_ms, clock).await
+            http_attempt(ep, client, auth, &event, number, at_ms, clock, started).await
         }
         Transport::Nats(nats) => {
             let p = nats
                 .publish(&ep.cfg, &event, number, clock.now(), at_ms / 1000)
                 .await;
-            (p.result, None, p.error, p.body)
+            let latency = started.elapsed();
+            ep.latency.observe(latency);
+            // A server's error text could quote what it was sent: credentials are taken out.
+            let error = p.error.map(|e| ep.cfg.redactor.redact(&e));
+            (p.result, None, error, p.body, latency)
         }
     };
     let attempt = Attempt {
         at_ms,
         status,
         error,
-        latency_ms: started.elapsed().as_millis() as u64,
+        latency_ms: latency.as_millis() as u64,
         body,
     };
     AttemptOutcome {
@@ -69,8 +75,19 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
     }
 }
 
+/// What an attempt produced: the result, the status, the error, the kept body and the latency.
+type Produced = (
+    AttemptResult,
+    Option<u16>,
+    Option<String>,
+    String,
+    std::time::Duration,
+);
+
 /// One HTTP request: render, sign, send with the endpoint's credentials, keep the start of the
-/// answer. Returns the result, the status, the error and the kept body.
+/// answer (the receiver's echo of our credentials taken out). A request that was sent has its
+/// latency recorded; one that could not be rendered has none.
+#[allow(clippy::too_many_arguments)]
 async fn http_attempt(
     ep: &EndpointRuntime,
     client: &reqwest::Client,
@@ -79,14 +96,21 @@ async fn http_attempt(
     number: u32,
     at_ms: i64,
     clock: &Clock,
-) -> (AttemptResult, Option<u16>, Option<String>, String) {
+    started: Instant,
+) -> Produced {
     let rendered = match render(&ep.cfg, event, number, clock.now()) {
         Ok(r) => r,
         Err(error) => {
             // A template that cannot be rendered is retried on schedule (fix the config and
             // reload) and ends as a dead letter like any other failure.
-            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, %error, "cannot render the request");
-            return (AttemptResult::Transport, None, Some(error), String::new());
+            tracing::error!(endpoint = %ep.cfg.name, event = %event.id, error = %Escaped(&error), "cannot render the request");
+            return (
+                AttemptResult::Transport,
+                None,
+                Some(error),
+                String::new(),
+                std::time::Duration::ZERO,
+            );
         }
     };
     let headers = headers(ep, event, at_ms / 1000, &rendered);
@@ -98,26 +122,38 @@ async fn http_attempt(
             .headers(headers.clone())
             .body(body.clone())
     };
-    match http::send_authorized(auth, make, http::plain).await {
+    let sent = http::send_authorized(auth, make, http::plain).await;
+    // What the receiver answers is kept and listed: its echo of our credentials is not.
+    let redactor = &ep.cfg.redactor;
+    let (result, status, error, body) = match sent {
         Ok(resp) => {
             let code = resp.status().as_u16();
             let retry_after = http::retry_after(&resp, clock.now());
-            let body = http::read_prefix(resp, RESPONSE_BODY_CAP).await;
+            // Past the cap by the longest secret, so one that starts before it is seen whole.
+            let body = http::read_prefix(resp, RESPONSE_BODY_CAP + redactor.longest()).await;
             (
                 AttemptResult::Status { code, retry_after },
                 Some(code),
                 None,
-                http::snippet(&body, RESPONSE_BODY_CAP),
+                redactor.snippet(&body, RESPONSE_BODY_CAP),
             )
         }
         Err(SendError::Auth(e)) => (
             AttemptResult::Transport,
             None,
-            Some(e.to_string()),
+            Some(redactor.redact(&e.to_string())),
             String::new(),
         ),
-        Err(SendError::Transport(e)) => (AttemptResult::Transport, None, Some(e), String::new()),
-    }
+        Err(SendError::Transport(e)) => (
+            AttemptResult::Transport,
+            None,
+            Some(redactor.redact(&e)),
+            String::new(),
+        ),
+    };
+    let latency = started.elapsed();
+    ep.latency.observe(latency);
+    (result, status, error, body, latency)
 }
 
 /// The endpoint's static headers, the Standard Webhooks set and the content type.

@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::clock::Clock;
 use crate::config::EndpointConfig;
 use crate::http::{Authorizer, TokenCache};
+use crate::metrics::{Metrics, Recorder};
 use crate::outbox::{Delivery, Event};
 use crate::store::{Disabled, Store};
 
@@ -77,6 +78,8 @@ struct EndpointRuntime {
     transport: Transport,
     permits: Arc<Semaphore>,
     health: health::Health,
+    /// Where each attempt's latency is recorded.
+    latency: Recorder,
     /// Sequence numbers of the deliveries launched and not yet committed.
     in_flight: Mutex<std::collections::HashSet<u64>>,
 }
@@ -92,12 +95,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Builds one HTTP client per HTTP endpoint (its own timeouts; redirects never followed)
-    /// and prepares each NATS endpoint's connection (made on its first delivery).
+    /// and prepares each NATS endpoint's connection (made on its first delivery). Each
+    /// attempt's latency, over either transport, is recorded in `metrics`.
     pub fn new(
         store: Store,
         clock: Clock,
         endpoints: &[EndpointConfig],
         notices: broadcast::Sender<Notice>,
+        metrics: &Metrics,
     ) -> Result<Dispatcher, String> {
         let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
         let mut map = HashMap::new();
@@ -124,6 +129,7 @@ impl Dispatcher {
                     transport,
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     health: health::Health::default(),
+                    latency: metrics.delivery_latency(&ep.name),
                     in_flight: Mutex::new(Default::default()),
                 }),
             );

@@ -408,7 +408,12 @@ fn wildcard_of(subject: &str) -> String {
 }
 
 /// The v2 body: the endpoint's template, else its preset (the same bodies HTTP endpoints send).
-fn body(ep: &EndpointConfig, event: &Event, attempt: u32, now: DateTime<Utc>) -> Result<Vec<u8>, String> {
+fn body(
+    ep: &EndpointConfig,
+    event: &Event,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, String> {
     match &ep.body {
         Some(_) => serde_json::to_vec(&v2_body(ep, event, attempt, now)?)
             .map_err(|e| format!("endpoints.{}.body: cannot serialise: {e}", ep.name)),
@@ -420,7 +425,13 @@ fn body(ep: &EndpointConfig, event: &Event, attempt: u32, now: DateTime<Utc>) ->
 /// The endpoint's static headers, `Nats-Msg-Id` (the event id: JetStream drops a second copy
 /// within the stream's duplicate window), `Nats-Expected-Stream`, the Standard Webhooks set
 /// and the content type.
-fn headers(ep: &EndpointConfig, stream: Option<&str>, event: &Event, ts: i64, body: &[u8]) -> HeaderMap {
+fn headers(
+    ep: &EndpointConfig,
+    stream: Option<&str>,
+    event: &Event,
+    ts: i64,
+    body: &[u8],
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let mut put = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
@@ -523,10 +534,8 @@ mod tests {
             "bookings.hotel.cancel.4%2Eb%20%2A.12%2E3%20%3E%20all"
         );
         // A missing value is an empty one: the token is `_`, never an empty token.
-        let ep = endpoint(
-            "url = \"nats://127.0.0.1\"\nsubject = \"b.{{ booking/nope }}.x\"",
-        )
-        .unwrap();
+        let ep =
+            endpoint("url = \"nats://127.0.0.1\"\nsubject = \"b.{{ booking/nope }}.x\"").unwrap();
         assert_eq!(subject_of(&ep, &event("hotel", "1")).unwrap(), "b._.x");
         assert_eq!(ep.nats.as_ref().unwrap().servers, ["nats://127.0.0.1:4222"]);
     }
@@ -537,22 +546,86 @@ mod tests {
             let e = endpoint(extra).unwrap_err();
             assert!(e.contains(key) && e.contains(says), "{extra}\n{e}");
         };
-        bad("type = \"nats\"\nsubject = \"a\"", "endpoints.bus.servers", "nats://127.0.0.1:4222");
-        bad("type = \"nats\"\nservers = [\"http://x\"]\nsubject = \"a\"", "endpoints.bus.servers[0]", "nats://");
-        bad("type = \"nats\"\nservers = [\"nats://u:p@x\"]\nsubject = \"a\"", "endpoints.bus.servers[0]", "auth");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]", "endpoints.bus.subject", "is required");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"bookings.>\"", "endpoints.bus.subject", "wildcard");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a..{{ event.id }}\"", "endpoints.bus.subject", "empty token");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a.{{ event.nope }}\"", "endpoints.bus.subject", "event.kind");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nmethod = \"PUT\"", "endpoints.bus.method", "HTTP endpoints");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nformat = \"v1\"", "endpoints.bus.format", "v2");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nstream = \"a.b\"", "endpoints.bus.stream", "BOOKINGS");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"bearer\", secret = { env = \"PATH\" } }", "endpoints.bus.auth.type", "user_password");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"token\" }", "endpoints.bus.auth.secret", "is required");
-        bad("type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"nkey\", secret = { env = \"PATH\" } }", "endpoints.bus.auth.secret", "NKey");
-        bad("type = \"smtp\"\nurl = \"http://x/\"", "endpoints.bus.type", "\"nats\"");
-        bad("url = \"http://x/\"\nsubject = \"a\"", "endpoints.bus.subject", "NATS endpoints only");
-        bad("type = \"http\"\nurl = \"nats://x\"", "endpoints.bus.url", "type = \"nats\"");
+        bad(
+            "type = \"nats\"\nsubject = \"a\"",
+            "endpoints.bus.servers",
+            "nats://127.0.0.1:4222",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"http://x\"]\nsubject = \"a\"",
+            "endpoints.bus.servers[0]",
+            "nats://",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://u:p@x\"]\nsubject = \"a\"",
+            "endpoints.bus.servers[0]",
+            "auth",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]",
+            "endpoints.bus.subject",
+            "is required",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"bookings.>\"",
+            "endpoints.bus.subject",
+            "wildcard",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a..{{ event.id }}\"",
+            "endpoints.bus.subject",
+            "empty token",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a.{{ event.nope }}\"",
+            "endpoints.bus.subject",
+            "event.kind",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nmethod = \"PUT\"",
+            "endpoints.bus.method",
+            "HTTP endpoints",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nformat = \"v1\"",
+            "endpoints.bus.format",
+            "v2",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nstream = \"a.b\"",
+            "endpoints.bus.stream",
+            "BOOKINGS",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"bearer\", secret = { env = \"PATH\" } }",
+            "endpoints.bus.auth.type",
+            "user_password",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"token\" }",
+            "endpoints.bus.auth.secret",
+            "is required",
+        );
+        bad(
+            "type = \"nats\"\nservers = [\"nats://x\"]\nsubject = \"a\"\nauth = { type = \"nkey\", secret = { env = \"PATH\" } }",
+            "endpoints.bus.auth.secret",
+            "NKey",
+        );
+        bad(
+            "type = \"smtp\"\nurl = \"http://x/\"",
+            "endpoints.bus.type",
+            "\"nats\"",
+        );
+        bad(
+            "url = \"http://x/\"\nsubject = \"a\"",
+            "endpoints.bus.subject",
+            "NATS endpoints only",
+        );
+        bad(
+            "type = \"http\"\nurl = \"nats://x\"",
+            "endpoints.bus.url",
+            "type = \"nats\"",
+        );
         let ok = endpoint("type = \"nats\"\nservers = [\"tls://a:1\", \"nats://b\"]\nsubject = \"a.{{ event.kind }}\"\nstream = \"BOOKINGS\"\npreset = \"zenoti\"").unwrap();
         let n = ok.nats.unwrap();
         assert_eq!(n.servers, ["tls://a:1", "nats://b:4222"]);
@@ -588,7 +661,10 @@ mod tests {
 
     #[test]
     fn hints_turn_the_literal_prefix_into_a_wildcard() {
-        assert_eq!(wildcard_of("bookings.{{ event.source }}.{{ event.kind }}"), "bookings.>");
+        assert_eq!(
+            wildcard_of("bookings.{{ event.source }}.{{ event.kind }}"),
+            "bookings.>"
+        );
         assert_eq!(wildcard_of("a.b.c{{ event.kind }}"), "a.b.>");
         assert_eq!(wildcard_of("{{ event.kind }}"), ">");
         assert_eq!(wildcard_of("fixed.subject"), "fixed.subject");

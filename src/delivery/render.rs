@@ -11,7 +11,7 @@ use url::Url;
 use super::presets;
 use crate::config::{EndpointConfig, Format};
 use crate::outbox::Event;
-use crate::template::{Context, Escape, Val};
+use crate::template::{Context, Val};
 
 /// A request ready to send (everything except the per-attempt timestamp and signature).
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +110,8 @@ pub fn v2_body(
 
 /// Renders an event for an endpoint. v1 appends `bookid` and `status` (names configurable) to
 /// the URL's existing query string; v2 builds the body. Every value placed in the URL is
-/// percent-encoded, so it can never add a parameter or change the path or host.
+/// percent-encoded, so it can never add a parameter or change the path or host; a value that
+/// would still change the path's shape (a whole segment `.` or `..`) is an error.
 pub fn render(
     ep: &EndpointConfig,
     event: &Event,
@@ -126,11 +127,10 @@ pub fn render(
                 variables: &ep.variables,
                 now,
             };
-            let text = t
-                .render(&ctx, Escape::UrlComponent)
+            // The template checks the rendered URL's shape (host, segments, query names).
+            let u = t
+                .render(&ctx)
                 .map_err(|e| format!("endpoints.{}.url: {e}", ep.name))?;
-            let u = Url::parse(&text)
-                .map_err(|e| format!("endpoints.{}.url: rendered URL is invalid: {e}", ep.name))?;
             if u.origin() != ep.url.origin() {
                 return Err(format!(
                     "endpoints.{}.url: rendered URL changed host",
@@ -271,6 +271,49 @@ mod tests {
                 ("status".into(), "modify".into()),
             ],
             "a value can never add a parameter"
+        );
+    }
+
+    #[test]
+    fn dot_values_never_move_a_request_along_the_path() {
+        let segments = |r: &Rendered| -> Vec<String> {
+            r.url.path_segments().unwrap().map(str::to_string).collect()
+        };
+        let ep = endpoint("url = \"http://h.test/hook/p/{{ booking/x }}/tail\"");
+        for x in ["..", ".", "%2e%2E", ".%2e"] {
+            let mut ev = event("7");
+            ev.booking = crate::outbox::Booking::from_value(json!({ "x": x })).unwrap();
+            match render(&ep, &ev, 1, Utc::now()) {
+                Ok(r) => {
+                    assert_eq!(segments(&r).len(), 4, "{x:?} moved it to {}", r.url);
+                    assert_eq!(r.url.path_segments().unwrap().next_back(), Some("tail"));
+                    assert!(x.contains('%'), "{x:?} was sent as {}", r.url);
+                }
+                Err(e) => {
+                    assert!(!x.contains('%'), "{x:?}: {e}");
+                    assert!(
+                        e.contains("endpoints.e.url") && e.contains("segment"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        let ep = endpoint("url = \"http://h.test/hook/body/{{ event.booking_id }}/end\"");
+        for id in [".", ".."] {
+            let e = render(&ep, &event(id), 1, Utc::now()).unwrap_err();
+            assert!(e.contains("endpoints.e.url"), "{e}");
+        }
+        let ok = render(&ep, &event("a..b"), 1, Utc::now()).unwrap();
+        assert_eq!(ok.url.path(), "/hook/body/a..b/end");
+        // A value that is the whole last segment, or makes a segment dot-only with its literal.
+        let ep = endpoint("url = \"http://h.test/hook/{{ event.booking_id }}\"");
+        assert!(render(&ep, &event("."), 1, Utc::now()).is_err());
+        let ep = endpoint("url = \"http://h.test/hook/{{ event.booking_id }}./x\"");
+        assert!(render(&ep, &event("."), 1, Utc::now()).is_err());
+        assert!(render(&ep, &event(""), 1, Utc::now()).is_err());
+        assert_eq!(
+            render(&ep, &event("v1"), 1, Utc::now()).unwrap().url.path(),
+            "/hook/v1./x"
         );
     }
 

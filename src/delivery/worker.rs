@@ -14,6 +14,7 @@ use super::attempt::{AttemptOutcome, attempt};
 use super::{Dispatcher, MAX_IN_FLIGHT_TOTAL, Notice};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::store::{DueBatch, DueItem, StoreError};
+use crate::text::Escaped;
 
 /// Most outcomes committed in one transaction.
 const COMMIT_BATCH: usize = 512;
@@ -154,7 +155,7 @@ impl Dispatcher {
             match self.commit(batch).await {
                 Ok(r) => report.add(r),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot record delivery outcomes; they will be sent again");
+                    tracing::error!(error = %Escaped(&e), "cannot record delivery outcomes; they will be sent again");
                     first_error.get_or_insert(e);
                 }
             }
@@ -265,7 +266,7 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot read due deliveries; retrying in 1s");
+                        tracing::error!(error = %Escaped(&e), "cannot read due deliveries; retrying in 1s");
                         next_due = Some(now + 1000);
                     }
                 }
@@ -305,14 +306,14 @@ fn log_outcome(d: &Delivery, event: &Event) {
     match d.state {
         DeliveryState::Delivered => tracing::debug!(
             endpoint = %d.endpoint, event = %event.id, kind = event.kind.status_word(),
-            booking = %event.booking_id, status, attempts = d.attempts, "delivered"
+            booking = %Escaped(&event.booking_id), status, attempts = d.attempts, "delivered"
         ),
         DeliveryState::Pending => tracing::warn!(
-            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id), status, error,
             attempts = d.attempts, next = %super::rfc3339(d.next_ms), "delivery failed; will retry"
         ),
         DeliveryState::Dead => tracing::error!(
-            endpoint = %d.endpoint, event = %event.id, booking = %event.booking_id, status, error,
+            endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id), status, error,
             attempts = d.attempts, "delivery dead-lettered after its last attempt"
         ),
     }

@@ -38,6 +38,7 @@ use crate::json::JsonError;
 use crate::outbox::Event;
 use crate::source::{PollKind, SourceError};
 use crate::store::{PageOp, SourceState, Staged, StagedOp, Store, StoreError};
+use crate::text::Escaped;
 
 use checkpoint::Checkpoint;
 use index::{SnapshotIndex, id_hash};
@@ -151,7 +152,7 @@ pub async fn poll(
                 tracing::warn!(
                     source = %rt.cfg.name,
                     page = r.cp.pager.next_page(),
-                    error = %e,
+                    error = %Escaped(&e),
                     "the interrupted poll cannot continue where it stopped; starting it afresh (nothing is lost: the snapshot is as the last committed poll left it)"
                 );
                 run = fresh(rt, store, clock, state.as_ref()).await?;
@@ -330,7 +331,7 @@ async fn give_up(rt: &Arc<SourceRuntime>, store: &Store, mut run: Run, e: &PollE
         Ok(())
     };
     if let Err(e) = result {
-        tracing::warn!(source = %rt.cfg.name, error = %e, "cannot record the failed poll's progress");
+        tracing::warn!(source = %rt.cfg.name, error = %Escaped(&e), "cannot record the failed poll's progress");
     }
 }
 

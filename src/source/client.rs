@@ -17,6 +17,7 @@ use super::{PollKind, SourceError};
 use crate::clock::Clock;
 use crate::config::{ResponseFormat, SourceConfig};
 use crate::http::{self, Authorizer, ReadError, SendError, TokenCache};
+use crate::text::Escaped;
 
 /// One page as it arrived: not decoded yet.
 #[derive(Debug)]
@@ -94,6 +95,17 @@ impl SourceClient {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Value>, SourceError> {
+        self.lookup_by_id(cfg, id, now)
+            .await
+            .map_err(|e| e.redact(&cfg.redactor))
+    }
+
+    async fn lookup_by_id(
+        &self,
+        cfg: &SourceConfig,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, SourceError> {
         let Some(lookup) = &cfg.lookup else {
             return Ok(None);
         };
@@ -123,8 +135,12 @@ impl SourceClient {
         kind: PollKind,
         now: DateTime<Utc>,
     ) -> Result<RawPage, SourceError> {
-        let (url, parts) = pager.request(cfg, kind, now)?;
-        self.request(cfg, url, &parts, pager.next_page()).await
+        let (url, parts) = pager
+            .request(cfg, kind, now)
+            .map_err(|e| e.redact(&cfg.redactor))?;
+        self.request(cfg, url, &parts, pager.next_page())
+            .await
+            .map_err(|e| e.redact(&cfg.redactor))
     }
 
     /// Waits as politeness requires before a request.
@@ -178,7 +194,7 @@ impl SourceClient {
         if !parts.query.is_empty() {
             url.query_pairs_mut().extend_pairs(parts.query.iter());
         }
-        let shown = http::redact(&url);
+        let shown = cfg.redactor.redact(&http::redact(&url));
         let transport = |reason: String| SourceError::Transport {
             page,
             url: shown.clone(),
@@ -220,7 +236,7 @@ impl SourceClient {
                 Err(SendError::Auth(e)) => return Err(transport(e.to_string())),
                 Err(SendError::Transport(reason)) => {
                     if attempt < pol.retries {
-                        tracing::warn!(source = %cfg.name, page, attempt = attempt + 1, error = %reason, "request failed; retrying");
+                        tracing::warn!(source = %cfg.name, page, attempt = attempt + 1, error = %Escaped(cfg.redactor.redact(&reason)), "request failed; retrying");
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -262,7 +278,8 @@ impl SourceClient {
                 page,
                 url: shown,
                 status: status.as_u16(),
-                body: http::snippet(&body, 200),
+                // The whole body was read, so a secret across the cut is seen whole.
+                body: cfg.redactor.snippet(&body, 200),
             });
         }
         Ok(RawPage {

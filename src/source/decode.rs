@@ -6,8 +6,8 @@ use url::Url;
 
 use super::{Record, SourceError};
 use crate::config::{ItemsShape, PageStop, Pagination, ResponseFormat, SourceConfig, SuccessCheck};
-use crate::http::snippet;
 use crate::json::scalar_string;
+use crate::text::Redactor;
 
 /// Decodes a response body (JSON, or XML into the same tree).
 pub fn decode(format: ResponseFormat, raw: &[u8], page: u32) -> Result<Value, SourceError> {
@@ -31,6 +31,17 @@ pub fn check_success(
     doc: &Value,
     page: u32,
 ) -> Result<(), SourceError> {
+    check_with(check, doc, page, &Redactor::default())
+}
+
+/// [`check_success`], with `redactor`'s secrets taken out of what the page reports.
+fn check_with(
+    check: Option<&SuccessCheck>,
+    doc: &Value,
+    page: u32,
+    redactor: &Redactor,
+) -> Result<(), SourceError> {
+    let snippet = |v: &Value| redactor.snippet(v.to_string().as_bytes(), 200);
     // Compare as strings too, so `equals = true` accepts "true" and `not_equals = "fail"` works
     // whatever the API's types.
     let same = |a: Option<&Value>, b: &Value| match a {
@@ -45,33 +56,35 @@ pub fn check_success(
             doc.pointer(p)
                 .map(Value::to_string)
                 .unwrap_or_else(|| "missing".into()),
-            error_hint(doc)
+            error_hint(doc, &snippet)
         )),
         Some(SuccessCheck::NotEquals(p, v)) if same(doc.pointer(p), v) => {
-            fail(format!("{p} is {v}{}", error_hint(doc)))
+            fail(format!("{p} is {v}{}", error_hint(doc, &snippet)))
         }
         Some(SuccessCheck::Absent(p)) if doc.pointer(p).is_some_and(|v| !v.is_null()) => {
             fail(format!(
                 "{p} is present: {}",
-                doc.pointer(p)
-                    .map(|v| snippet(v.to_string().as_bytes(), 200))
-                    .unwrap_or_default()
+                doc.pointer(p).map(snippet).unwrap_or_default()
             ))
         }
         Some(_) => Ok(()),
     }
+    .map_err(|e| e.redact(redactor))
 }
 
-fn error_hint(doc: &Value) -> String {
+fn error_hint(doc: &Value, snippet: &dyn Fn(&Value) -> String) -> String {
     for p in ["/error", "/message", "/errors", "/result"] {
         if let Some(v) = doc.pointer(p).filter(|v| !v.is_null()) {
-            return format!(" ({}: {})", &p[1..], snippet(v.to_string().as_bytes(), 200));
+            return format!(" ({}: {})", &p[1..], snippet(v));
         }
     }
     String::new()
 }
 
-/// The id of one booking (composite ids joined with `:`), always a string.
+/// The id of one booking (composite ids joined with `:`), always a string. Each part is a
+/// non-blank string as it is, or an integer in its decimal spelling: `7`, `7.0` and `7e0` are
+/// all `"7"`, and `-0` is `"0"`, so one booking never becomes two over a change of spelling.
+/// `true`/`false`, blank text and numbers with a fraction are refused.
 pub fn id_of(
     cfg: &SourceConfig,
     item: &Value,
@@ -80,8 +93,25 @@ pub fn id_of(
 ) -> Result<String, SourceError> {
     let mut parts = Vec::with_capacity(cfg.id.len());
     for p in &cfg.id {
-        match item.pointer(p).and_then(scalar_string) {
-            Some(s) if !s.is_empty() => parts.push(s),
+        let bad = |reason| SourceError::BadId {
+            page,
+            index,
+            pointer: p.clone(),
+            reason,
+        };
+        match item.pointer(p) {
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(bad(if s.is_empty() {
+                    "it is empty"
+                } else {
+                    "it is only whitespace"
+                }));
+            }
+            Some(Value::String(s)) => parts.push(s.clone()),
+            Some(Value::Number(n)) => parts.push(integer_id(n).ok_or_else(|| {
+                bad("it is a number with a fraction, or beyond the 64-bit integers")
+            })?),
+            Some(Value::Bool(_)) => return Err(bad("it is true/false")),
             _ => {
                 return Err(SourceError::MissingId {
                     page,
@@ -92,6 +122,29 @@ pub fn id_of(
         }
     }
     Ok(parts.join(":"))
+}
+
+/// An integral number in its one decimal spelling, whatever the JSON spelling (`7.0`, `1e3`,
+/// `-0`); `None` for a fraction or a value outside the 64-bit integers.
+fn integer_id(n: &serde_json::Number) -> Option<String> {
+    if let Some(u) = n.as_u64() {
+        return Some(u.to_string());
+    }
+    if let Some(i) = n.as_i64() {
+        return Some(i.to_string());
+    }
+    let f = n.as_f64()?;
+    if !f.is_finite() || f.fract() != 0.0 {
+        return None;
+    }
+    // 2^64 and -2^63, exactly representable; `-0.0 >= 0.0` holds, so -0 is 0.
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        Some((f as u64).to_string())
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+        Some((f as i64).to_string())
+    } else {
+        None
+    }
 }
 
 /// The pointers a page's skeleton keeps besides the items: the success check, the pagination
@@ -130,6 +183,16 @@ pub fn page(
     page: u32,
     on_record: &mut dyn FnMut(Record) -> Result<(), SourceError>,
 ) -> Result<Value, SourceError> {
+    decode_page(cfg, items_ptr, raw, page, on_record).map_err(|e| e.redact(&cfg.redactor))
+}
+
+fn decode_page(
+    cfg: &SourceConfig,
+    items_ptr: &str,
+    raw: &[u8],
+    page: u32,
+    on_record: &mut dyn FnMut(Record) -> Result<(), SourceError>,
+) -> Result<Value, SourceError> {
     let keep = kept_pointers(cfg);
     let plan = match cfg.format {
         ResponseFormat::Json => super::stream::Plan::new(items_ptr, &keep, cfg.items_shape),
@@ -137,7 +200,7 @@ pub fn page(
     };
     let Some(plan) = plan else {
         let mut doc = decode(cfg.format, raw, page)?;
-        check_success(cfg.success.as_ref(), &doc, page)?;
+        check_with(cfg.success.as_ref(), &doc, page, &cfg.redactor)?;
         take_records(cfg, items_ptr, &mut doc, page, on_record)?;
         return Ok(doc);
     };
@@ -153,7 +216,7 @@ pub fn page(
             reason: e.to_string(),
         },
     })?;
-    check_success(cfg.success.as_ref(), &decoded.skeleton, page)?;
+    check_with(cfg.success.as_ref(), &decoded.skeleton, page, &cfg.redactor)?;
     match decoded.items {
         super::stream::Items::Streamed | super::stream::Items::Null => Ok(decoded.skeleton),
         super::stream::Items::Missing | super::stream::Items::NotAList => {
@@ -316,6 +379,62 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ids_are_non_blank_strings_or_integers_in_one_spelling() {
+        let c = cfg("items = \"/data\"");
+        let one = |raw: &str| -> Result<String, SourceError> {
+            let doc: Value =
+                serde_json::from_str(&format!("{{\"data\": [{{\"id\": {raw}}}]}}")).unwrap();
+            ex(&c, &doc).map(|mut r| r.remove(0).id)
+        };
+        for (raw, id) in [
+            ("7", "7"),
+            ("7.0", "7"),
+            ("1e3", "1000"),
+            ("1E3", "1000"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("-12.000", "-12"),
+            ("0.5e1", "5"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("\"007\"", "007"),
+            ("\" x \"", " x "),
+        ] {
+            assert_eq!(
+                one(raw).unwrap_or_else(|e| panic!("{raw}: {e}")),
+                id,
+                "{raw}"
+            );
+        }
+        for raw in [
+            "true",
+            "false",
+            "\"\"",
+            "\"  \"",
+            "\"\\t\\n\"",
+            "7.5",
+            "-0.25",
+            "1e300",
+            "123456789012345678901234",
+        ] {
+            let e = one(raw).expect_err(raw).to_string();
+            assert!(
+                e.contains("/id") && e.contains("booking #0") && e.contains("page 1"),
+                "{raw}: {e}"
+            );
+            assert!(
+                e.contains("string") && e.contains("integer"),
+                "{raw}: says what is valid: {e}"
+            );
+        }
+        let composite = cfg("items = \"/data\"\nid = [\"/p\", \"/id\"]");
+        let e = ex(&composite, &json!({"data": [{"p": 3.0, "id": false}]})).unwrap_err();
+        assert!(e.to_string().contains("`/id`"), "{e}");
+        let r = ex(&composite, &json!({"data": [{"p": 3.0, "id": 1e2}]})).unwrap();
+        assert_eq!(r[0].id, "3:100");
     }
 
     #[test]

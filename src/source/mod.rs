@@ -12,6 +12,8 @@
 
 use serde_json::Value;
 
+use crate::text::Redactor;
+
 mod client;
 pub mod decode;
 mod paginate;
@@ -117,7 +119,7 @@ pub enum SourceError {
     },
     /// A record lacks an id.
     #[error(
-        "page {page}: booking #{index} has no id at `{pointer}` (ids must be strings or numbers)"
+        "page {page}: booking #{index} has no id at `{pointer}` (an id is a non-blank string or an integer)"
     )]
     MissingId {
         /// Page number.
@@ -126,6 +128,21 @@ pub enum SourceError {
         index: usize,
         /// The id pointer that failed.
         pointer: String,
+    },
+    /// A record's id is there but is no id: true/false, blank text, a number with a fraction
+    /// or one too large for 64 bits.
+    #[error(
+        "page {page}: booking #{index} has an unusable id at `{pointer}`: {reason}; an id is a non-blank string or an integer (7, 7.0 and 7e0 are all the id \"7\")"
+    )]
+    BadId {
+        /// Page number.
+        page: u32,
+        /// Index within the page.
+        index: usize,
+        /// The id pointer that failed.
+        pointer: String,
+        /// What the value is, e.g. "it is true/false".
+        reason: &'static str,
     },
     /// More pages than `max_pages`.
     #[error("more than max_pages ({0}) pages; raise max_pages if the API really has that many")]
@@ -147,6 +164,52 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The error with every secret `redactor` knows taken out of the text the API sent (a body's
+    /// start, a reported failure, a next link, a transport message).
+    pub fn redact(self, redactor: &Redactor) -> SourceError {
+        if redactor.is_empty() {
+            return self;
+        }
+        let r = |s: String| redactor.redact(&s);
+        match self {
+            SourceError::Transport { page, url, reason } => SourceError::Transport {
+                page,
+                url: r(url),
+                reason: r(reason),
+            },
+            SourceError::Status {
+                page,
+                url,
+                status,
+                body,
+            } => SourceError::Status {
+                page,
+                url: r(url),
+                status,
+                body: r(body),
+            },
+            SourceError::Decode {
+                page,
+                format,
+                reason,
+            } => SourceError::Decode {
+                page,
+                format,
+                reason: r(reason),
+            },
+            SourceError::Unsuccessful { page, detail } => SourceError::Unsuccessful {
+                page,
+                detail: r(detail),
+            },
+            SourceError::BadNextLink { page, reason } => SourceError::BadNextLink {
+                page,
+                reason: r(reason),
+            },
+            SourceError::Template(t) => SourceError::Template(r(t)),
+            other => other,
+        }
+    }
+
     /// Whether trying the same request again later may succeed (the network, a busy or
     /// restarting API). Anything else is the answer itself being wrong for this request.
     pub fn is_transient(&self) -> bool {

@@ -153,8 +153,12 @@ impl Pager {
         })
     }
 
-    /// Moves past the page just fetched, or stops.
+    /// Moves past the page just fetched, or stops. Errors carry no secret the page echoed.
     pub fn advance(&mut self, cfg: &SourceConfig, seen: PageSeen<'_>) -> Result<(), SourceError> {
+        self.step(cfg, seen).map_err(|e| e.redact(&cfg.redactor))
+    }
+
+    fn step(&mut self, cfg: &SourceConfig, seen: PageSeen<'_>) -> Result<(), SourceError> {
         let page = self.next_page();
         self.pages = page;
         match &cfg.pagination {

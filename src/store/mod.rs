@@ -43,7 +43,11 @@ mod state;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{
+    Database, DatabaseError, MultimapTableHandle, ReadableDatabase, ReadableTableMetadata,
+    StorageError, TableDefinition, TableHandle,
+};
+use tokio::sync::watch;
 
 pub use codec::{SnapRow, Staged, StagedOp};
 pub use poll::{PageOp, Promotion, REPORTED_EVENTS};
@@ -105,14 +109,62 @@ pub use crate::config::DEFAULT_CACHE_SIZE;
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database file could not be opened or created.
-    #[error("cannot open state file {path} (is another pollhook running with this store.path?)")]
+    /// Another process has the file open (redb locks it).
+    #[error(
+        "state file {path} is in use by another process (is another pollhook running with this store.path?)"
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file or its directory may not be written by this user (permission denied, or a
+    /// read-only file system).
+    #[error(
+        "cannot open state file {path} for writing: {reason}. The user pollhook runs as needs read and write access to the file and write access to its directory {dir} (under systemd, `StateDirectory=` gives the service such a directory)"
+    )]
+    NoAccess {
+        /// The file.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// An existing file that is not a pollhook state file (empty, not a redb database, or
+    /// another program's database). It is left as it is.
+    #[error(
+        "{path} is not a pollhook state file: {reason}. pollhook does not replace an existing file. If it should hold pollhook's state, restore it from a backup; to start with an empty store instead (pending deliveries, dead letters and the snapshot are gone, and the next poll records a new baseline), remove the file"
+    )]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The file is damaged: the integrity check or the database engine found it corrupt. Once
+    /// seen, every further operation on the store fails with this error.
+    #[error(
+        "state file {path} is corrupt: {reason}. pollhook stops using it: restore the file from a backup, or move it away to start with an empty store (pending deliveries, dead letters and the snapshot are then lost). `pollhook check --store --config FILE` verifies a file"
+    )]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// There is no file to inspect (opening creates one; inspecting does not).
+    #[error("state file {path} does not exist")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database file could not be opened or created for another reason.
+    #[error("cannot open state file {path}: {reason}")]
     Open {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: redb::DatabaseError,
+        reason: String,
     },
     /// A redb operation failed.
     #[error("state database error: {0}")]
@@ -155,9 +207,16 @@ pub enum StoreError {
         /// The newest version this release reads.
         supported: u64,
     },
-    /// The blocking task running a store operation panicked or was cancelled.
+    /// The blocking task running a store operation was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// Whether this is [`StoreError::Corrupted`]: the file is damaged and the process should stop.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, StoreError::Corrupted { .. })
+    }
 }
 
 macro_rules! db_err {
@@ -176,11 +235,209 @@ db_err!(
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
+/// What a panic carried, for the corruption report.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the database engine panicked reading it ({message})")
+}
+
+/// The engine's own report of corruption inside a store error, if it is one.
+fn engine_corruption(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Db(redb::Error::Corrupted(reason)) => Some(reason.clone()),
+        StoreError::Corrupted { reason, .. } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the state file has been found corrupt. Set once, by the first operation on the store
+/// that panics inside the database engine or gets its corruption error; every clone of the
+/// store shares it, and the watchdog, readiness and the daemon read it. Once set, every
+/// operation fails at once with [`StoreError::Corrupted`] without touching the file again.
+pub(crate) struct Health {
+    path: PathBuf,
+    corrupt: watch::Sender<Option<String>>,
+}
+
+impl Health {
+    fn new(path: &Path) -> Arc<Health> {
+        Arc::new(Health {
+            path: path.to_path_buf(),
+            corrupt: watch::Sender::new(None),
+        })
+    }
+
+    fn error(&self) -> Option<StoreError> {
+        self.corrupt
+            .borrow()
+            .clone()
+            .map(|reason| StoreError::Corrupted {
+                path: self.path.clone(),
+                reason,
+            })
+    }
+
+    /// Records corruption (the first cause is kept) and returns the error to report.
+    fn mark(&self, reason: String) -> StoreError {
+        let first = self.corrupt.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(reason.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if first {
+            tracing::error!(store = %self.path.display(), %reason, "the state file is corrupt; no further operation will touch it");
+        }
+        self.error().unwrap_or_else(|| StoreError::Corrupted {
+            path: self.path.clone(),
+            reason,
+        })
+    }
+
+    /// Runs one store operation: refused once the file is known to be corrupt; a panic inside it
+    /// (the engine on a damaged page) or the engine's corruption error marks the file corrupt.
+    pub(crate) fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(match engine_corruption(&e) {
+                Some(reason) => self.mark(reason),
+                None => e,
+            }),
+            Err(payload) => Err(self.mark(panicked(&*payload))),
+        }
+    }
+}
+
+/// The directory of the state file, for messages and for creating it.
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// An I/O error on the state file or its directory.
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => StoreError::NoAccess {
+            path: path.to_path_buf(),
+            dir: dir_of(path).to_path_buf(),
+            reason: e.to_string(),
+        },
+        _ => StoreError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Why redb would not open the file, by cause.
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let path_buf = path.to_path_buf();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path_buf },
+        DatabaseError::Storage(StorageError::Corrupted(reason)) => StoreError::Corrupted {
+            path: path_buf,
+            reason,
+        },
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::NotAStore {
+                path: path_buf,
+                reason: format!("it is not a redb database ({io})"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => io_error(path, io),
+        DatabaseError::UpgradeRequired(v) => StoreError::Open {
+            path: path_buf,
+            reason: format!("it is in redb file format {v}, which this release cannot read"),
+        },
+        other => StoreError::Open {
+            path: path_buf,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Opens an existing redb file, verifying every page of it first (so a damaged file is refused
+/// here rather than panicking later).
+fn open_verified(path: &Path, options: StoreOptions) -> Result<Database> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Database::builder()
+            .set_cache_size(options.cache_size)
+            .set_check_integrity_on_open(true)
+            .open(path)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(open_error(path, e)),
+        Err(payload) => Err(StoreError::Corrupted {
+            path: path.to_path_buf(),
+            reason: panicked(&*payload),
+        }),
+    }
+}
+
+/// Refuses what cannot be a state file before redb sees it: anything but a regular file, and an
+/// empty file (which redb would initialise as a new database).
+fn refuse_non_store(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let reason = if !meta.is_file() {
+        "it is not a regular file"
+    } else if meta.len() == 0 {
+        "the file is empty (0 bytes), as an interrupted copy leaves it"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::NotAStore {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    })
+}
+
+/// The permission bits of the state file that let other users in (it holds cached access
+/// tokens), if any.
+pub fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Fsyncs a directory so a new or removed name in it survives a crash.
+fn sync_dir(dir: &Path) {
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the state directory");
+    }
+}
+
+/// What `check --store` found in a state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The layout version (0: no tables yet, 1: the first release, ...).
+    pub schema_version: u64,
+    /// Whether the integrity check had to repair the file (a crash left it; nothing lost).
+    pub repaired: bool,
+    /// Every table and its rows, by name.
+    pub tables: Vec<(String, u64)>,
+    /// The file's permission bits when other users may read or write it.
+    pub loose_mode: Option<u32>,
+}
+
 /// The redb-backed state. Cheap to clone; every method is blocking: call it from
 /// `tokio::task::spawn_blocking` (see [`Store::run`]).
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,46 +447,195 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    fn with(db: Database, path: &Path) -> Store {
+        Store {
+            db: Arc::new(db),
+            health: Health::new(path),
+        }
+    }
+
     /// Opens (or creates) the state file with the default options.
     pub fn open(path: &Path) -> Result<Store> {
         Store::open_with(path, StoreOptions::default())
     }
 
-    /// Opens (or creates) the state file, upgrading a file written by an earlier release in
-    /// place and refusing one written by a later release.
+    /// Opens the state file, upgrading a file written by an earlier release in place and
+    /// refusing one written by a later release, or creates it (mode 0600) where no file exists.
+    /// An existing file is verified page by page first, and refused unless it is a pollhook
+    /// state file: an empty file, a file that is not a redb database and another program's
+    /// database are left as they are.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
-        let db = Database::builder()
-            .set_cache_size(options.cache_size)
-            .create(path)
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let store = Store { db: Arc::new(db) };
-        store.prepare(Some(path))?;
+        match std::fs::metadata(path) {
+            Ok(meta) => Store::open_existing(path, &meta, options),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::create_new(path, options),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
+    fn open_existing(
+        path: &Path,
+        meta: &std::fs::Metadata,
+        options: StoreOptions,
+    ) -> Result<Store> {
+        refuse_non_store(path, meta)?;
+        if let Some(mode) = loose_mode(meta) {
+            tracing::warn!(
+                store = %path.display(),
+                mode = format!("{mode:o}"),
+                "the state file may be read by other users, and it holds cached access tokens: `chmod 600` it"
+            );
+        }
+        let store = Store::with(open_verified(path, options)?, path);
+        store.health.guard(|| store.prepare(path))?;
         Ok(store)
+    }
+
+    /// Creates the file under a temporary name beside it (mode 0600), lays out its tables, and
+    /// only then gives it its name, without replacing a file that appeared meanwhile: a crash
+    /// part way leaves no half-made file under the real name, so an empty or foreign file there
+    /// is never one of ours.
+    fn create_new(path: &Path, options: StoreOptions) -> Result<Store> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = dir_of(path);
+        let Some(name) = path.file_name() else {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                reason: "the path names no file".into(),
+            });
+        };
+        let tmp = dir.join(format!(
+            ".{}.new-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_error(path, e))?;
+        let made: Result<Option<Store>> = (|| {
+            let db = Database::builder()
+                .set_cache_size(options.cache_size)
+                .create(&tmp)
+                .map_err(|e| open_error(path, e))?;
+            let store = Store::with(db, path);
+            store.health.guard(|| store.prepare(path))?;
+            let named = match std::fs::hard_link(&tmp, path) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                // A file system without hard links: rename, unless the name is taken by now.
+                Err(_) if path.symlink_metadata().is_ok() => false,
+                Err(_) => {
+                    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+                    true
+                }
+            };
+            Ok(named.then_some(store))
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        sync_dir(dir);
+        match made? {
+            Some(store) => Ok(store),
+            // Another process created the file meanwhile: open that one.
+            None => {
+                let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+                Store::open_existing(path, &meta, options)
+            }
+        }
     }
 
     /// A throw-away in-memory store (for `check --probe`, which must not touch the state file
     /// a running daemon holds).
     pub fn in_memory() -> Result<Store> {
+        let path = Path::new("<memory>");
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|source| StoreError::Open {
-                path: PathBuf::from("<memory>"),
-                source,
-            })?;
-        let store = Store { db: Arc::new(db) };
-        store.prepare(None)?;
+            .map_err(|e| open_error(path, e))?;
+        let store = Store::with(db, path);
+        store.prepare(path)?;
         Ok(store)
     }
 
+    /// Verifies a state file offline for `check --store`: opens it (refused while a daemon
+    /// holds it), checks every page, and reads its schema version and every table's row count.
+    /// Never creates, migrates or initialises the file.
+    pub fn inspect(path: &Path) -> Result<Inspection> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(io_error(path, e)),
+        };
+        refuse_non_store(path, &meta)?;
+        let mut db = open_verified(path, StoreOptions::default())?;
+        let health = Health::new(path);
+        let clean = health.guard(|| db.check_integrity().map_err(|e| open_error(path, e)))?;
+        let store = Store {
+            db: Arc::new(db),
+            health,
+        };
+        store.guard(|| {
+            let schema_version = store.schema_version(path)?;
+            let txn = store.db.begin_read()?;
+            let mut tables = Vec::new();
+            for handle in txn.list_tables()? {
+                let name = handle.name().to_string();
+                tables.push((name, txn.open_untyped_table(handle)?.len()?));
+            }
+            for handle in txn.list_multimap_tables()? {
+                let name = handle.name().to_string();
+                tables.push((name, txn.open_untyped_multimap_table(handle)?.len()?));
+            }
+            tables.sort();
+            Ok(Inspection {
+                schema_version,
+                repaired: !clean,
+                tables,
+                loose_mode: loose_mode(&meta),
+            })
+        })
+    }
+
+    /// The state file this store reads.
+    pub fn path(&self) -> &Path {
+        &self.health.path
+    }
+
+    /// Runs one operation under the corruption guard (see [`Store::corruption`]).
+    pub(crate) fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.health.guard(f)
+    }
+
+    /// The corruption found in the state file, once any operation found it: a panic inside the
+    /// database engine or its corruption error. The watchdog, readiness and the daemon check
+    /// this; once set, every operation fails with it.
+    pub fn corruption(&self) -> Option<StoreError> {
+        self.health.error()
+    }
+
+    /// Waits until the state file is found corrupt; returns the error.
+    pub async fn corrupted(&self) -> StoreError {
+        let mut rx = self.health.corrupt.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+        self.health
+            .error()
+            .unwrap_or_else(|| StoreError::Corrupted {
+                path: self.health.path.clone(),
+                reason: "reported without a cause".into(),
+            })
+    }
+
     /// Checks the schema version, migrates an older file, and creates the tables.
-    fn prepare(&self, path: Option<&Path>) -> Result<()> {
-        let version = self.schema_version()?;
+    fn prepare(&self, path: &Path) -> Result<()> {
+        let version = self.schema_version(path)?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
-                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                path: path.to_path_buf(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });
@@ -263,33 +669,54 @@ impl Store {
         Ok(())
     }
 
-    /// The schema version of the file: 0 for a new file, 1 for a file of the first release
-    /// (which wrote no version).
-    fn schema_version(&self) -> Result<u64> {
+    /// The schema version of the file: 0 for a database without tables (a new file), 1 for a
+    /// file of the first release (which wrote no version). A database with tables but none of
+    /// pollhook's (`meta_v1`, or the first release's `snapshot_v1`) is another program's, and
+    /// refused.
+    fn schema_version(&self, path: &Path) -> Result<u64> {
         let txn = self.db.begin_read()?;
-        let names: Vec<String> = txn
-            .list_tables()?
-            .map(|t| redb::TableHandle::name(&t).to_string())
-            .collect();
+        let mut names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        names.extend(txn.list_multimap_tables()?.map(|t| t.name().to_string()));
         if names.iter().any(|n| n == "meta_v1") {
             let meta = txn.open_table(META)?;
             if let Some(v) = meta.get(SCHEMA)? {
                 return Ok(v.value());
             }
         }
-        Ok(u64::from(names.iter().any(|n| n == "snapshot_v1")))
+        if names.iter().any(|n| n == "snapshot_v1") {
+            return Ok(1);
+        }
+        if names.iter().any(|n| n == "meta_v1") || names.is_empty() {
+            return Ok(0);
+        }
+        names.sort();
+        let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+        Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is a redb database without pollhook's tables (it holds {}{}), another program's?",
+                shown.join(", "),
+                if names.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+        })
     }
 
-    /// Runs a blocking store operation on tokio's blocking pool.
+    /// Runs a blocking store operation on tokio's blocking pool, under the corruption guard.
     pub async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        match tokio::task::spawn_blocking(move || store.guard(|| f(&store))).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(self.health.mark(panicked(&*e.into_panic()))),
+            Err(e) => Err(StoreError::Task(e.to_string())),
+        }
     }
 }
 

@@ -59,52 +59,60 @@ pub enum PageOp {
 impl Store {
     /// The stored state of a source, if it ever completed a poll.
     pub fn source_state(&self, source: &str) -> Result<Option<SourceState>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(SOURCES)?;
-        match t.get(source)? {
-            Some(v) => Ok(Some(decode("sources_v1", v.value())?)),
-            None => Ok(None),
-        }
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(SOURCES)?;
+            match t.get(source)? {
+                Some(v) => Ok(Some(decode("sources_v1", v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The checkpoint of the poll of `source` staged so far, with its generation.
     pub fn checkpoint(&self, source: &str) -> Result<Option<(u32, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(PROGRESS)?;
-        match t.get(source)? {
-            Some(v) => Ok(Some(split_progress(v.value())?)),
-            None => Ok(None),
-        }
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(PROGRESS)?;
+            match t.get(source)? {
+                Some(v) => Ok(Some(split_progress(v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Starts a poll: drops whatever another poll of `source` left staged, allocates a document
     /// generation and writes the first checkpoint. Returns the generation.
     pub fn begin_poll(&self, source: &str, checkpoint: &[u8]) -> Result<u32> {
-        let txn = self.db.begin_write()?;
-        let generation = {
-            discard_in(&txn, source)?;
-            let mut meta = txn.open_table(META)?;
-            let generation = meta.get(NEXT_GEN)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert(NEXT_GEN, generation + 1)?;
-            let generation = u32::try_from(generation).map_err(|_| StoreError::Corrupt {
-                table: "meta_v1",
-                reason: "document generations exhausted".into(),
-            })?;
-            txn.open_table(PROGRESS)?
-                .insert(source, join_progress(generation, checkpoint).as_slice())?;
-            generation
-        };
-        txn.commit()?;
-        Ok(generation)
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            let generation = {
+                discard_in(&txn, source)?;
+                let mut meta = txn.open_table(META)?;
+                let generation = meta.get(NEXT_GEN)?.map(|v| v.value()).unwrap_or(1);
+                meta.insert(NEXT_GEN, generation + 1)?;
+                let generation = u32::try_from(generation).map_err(|_| StoreError::Corrupt {
+                    table: "meta_v1",
+                    reason: "document generations exhausted".into(),
+                })?;
+                txn.open_table(PROGRESS)?
+                    .insert(source, join_progress(generation, checkpoint).as_slice())?;
+                generation
+            };
+            txn.commit()?;
+            Ok(generation)
+        })
     }
 
     /// Drops a staged poll: its staged rows and documents, seen pages and checkpoint. The snapshot
     /// is untouched.
     pub fn discard_poll(&self, source: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        discard_in(&txn, source)?;
-        txn.commit()?;
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            discard_in(&txn, source)?;
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Writes one page in one transaction: its changes, the ids it saw (when disappearances are
@@ -118,84 +126,92 @@ impl Store {
         checkpoint: &[u8],
         durable: bool,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
-        // Where the file cannot take a non-durable commit, the page is simply fsynced.
-        if !durable && txn.set_durability(Durability::None).is_err() {
-            tracing::debug!("non-durable commit refused; staging the page durably");
-        }
-        {
-            let mut progress = txn.open_table(PROGRESS)?;
-            let generation = match progress.get(source)? {
-                Some(v) => split_progress(v.value())?.0,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        table: "progress_v1",
-                        reason: format!("a page was staged for {source} without a running poll"),
-                    });
+        self.guard(|| {
+            let mut txn = self.db.begin_write()?;
+            // Where the file cannot take a non-durable commit, the page is simply fsynced.
+            if !durable && txn.set_durability(Durability::None).is_err() {
+                tracing::debug!("non-durable commit refused; staging the page durably");
+            }
+            {
+                let mut progress = txn.open_table(PROGRESS)?;
+                let generation = match progress.get(source)? {
+                    Some(v) => split_progress(v.value())?.0,
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            table: "progress_v1",
+                            reason: format!(
+                                "a page was staged for {source} without a running poll"
+                            ),
+                        });
+                    }
+                };
+                progress.insert(source, join_progress(generation, checkpoint).as_slice())?;
+                let mut staging = txn.open_table(STAGING)?;
+                let mut docs = txn.open_table(DOCS)?;
+                let mut writer = None;
+                for op in ops {
+                    match op {
+                        PageOp::Doc { id, json, staged } => {
+                            let w = match &mut writer {
+                                Some(w) => w,
+                                None => writer.insert(doc_writer(&txn, source, ops)?),
+                            };
+                            docs.insert(
+                                (source, id.as_str(), generation),
+                                w.encode(json)?.as_slice(),
+                            )?;
+                            staging.insert(
+                                booking_key(source, id).as_slice(),
+                                staged.encode().as_slice(),
+                            )?;
+                        }
+                        PageOp::Mark { id, staged } => {
+                            staging.insert(
+                                booking_key(source, id).as_slice(),
+                                staged.encode().as_slice(),
+                            )?;
+                        }
+                        PageOp::Unstage { id } => {
+                            staging.remove(booking_key(source, id).as_slice())?;
+                            docs.remove((source, id.as_str(), generation))?;
+                        }
+                    }
                 }
-            };
-            progress.insert(source, join_progress(generation, checkpoint).as_slice())?;
-            let mut staging = txn.open_table(STAGING)?;
-            let mut docs = txn.open_table(DOCS)?;
-            let mut writer = None;
-            for op in ops {
-                match op {
-                    PageOp::Doc { id, json, staged } => {
-                        let w = match &mut writer {
-                            Some(w) => w,
-                            None => writer.insert(doc_writer(&txn, source, ops)?),
-                        };
-                        docs.insert(
-                            (source, id.as_str(), generation),
-                            w.encode(json)?.as_slice(),
-                        )?;
-                        staging.insert(
-                            booking_key(source, id).as_slice(),
-                            staged.encode().as_slice(),
-                        )?;
-                    }
-                    PageOp::Mark { id, staged } => {
-                        staging.insert(
-                            booking_key(source, id).as_slice(),
-                            staged.encode().as_slice(),
-                        )?;
-                    }
-                    PageOp::Unstage { id } => {
-                        staging.remove(booking_key(source, id).as_slice())?;
-                        docs.remove((source, id.as_str(), generation))?;
-                    }
+                if let Some((page, hashes)) = seen {
+                    txn.open_table(SEEN)?
+                        .insert((source, page), pack_hashes(hashes).as_slice())?;
                 }
             }
-            if let Some((page, hashes)) = seen {
-                txn.open_table(SEEN)?
-                    .insert((source, page), pack_hashes(hashes).as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Calls `f` with every booking id staged for `source`.
     pub fn staged_ids(&self, source: &str, mut f: impl FnMut(&str)) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(STAGING)?;
-        let (lo, hi) = source_range(source);
-        for entry in t.range(lo.as_slice()..hi.as_slice())? {
-            let (k, _) = entry?;
-            f(key_id("staging_v1", k.value())?);
-        }
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(STAGING)?;
+            let (lo, hi) = source_range(source);
+            for entry in t.range(lo.as_slice()..hi.as_slice())? {
+                let (k, _) = entry?;
+                f(key_id("staging_v1", k.value())?);
+            }
+            Ok(())
+        })
     }
 
     /// Calls `f` with every id hash the staged pages of `source` saw.
     pub fn seen_hashes(&self, source: &str, mut f: impl FnMut(u64)) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(SEEN)?;
-        for entry in t.range((source, 0u32)..=(source, u32::MAX))? {
-            let (_, v) = entry?;
-            unpack_hashes(v.value()).for_each(&mut f);
-        }
-        Ok(())
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(SEEN)?;
+            for entry in t.range((source, 0u32)..=(source, u32::MAX))? {
+                let (_, v) = entry?;
+                unpack_hashes(v.value()).for_each(&mut f);
+            }
+            Ok(())
+        })
     }
 
     /// Promotes the staged poll of `source` in ONE write transaction: `f` decides every staged
@@ -206,24 +222,26 @@ impl Store {
         source: &str,
         f: impl FnOnce(&mut Promotion<'_>) -> Result<T>,
     ) -> Result<T> {
-        let txn = self.db.begin_write()?;
-        let out = {
-            let generation = match txn.open_table(PROGRESS)?.get(source)? {
-                Some(v) => split_progress(v.value())?.0,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        table: "progress_v1",
-                        reason: format!("no staged poll of {source} to promote"),
-                    });
-                }
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            let out = {
+                let generation = match txn.open_table(PROGRESS)?.get(source)? {
+                    Some(v) => split_progress(v.value())?.0,
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            table: "progress_v1",
+                            reason: format!("no staged poll of {source} to promote"),
+                        });
+                    }
+                };
+                let mut p = Promotion::new(&txn, source, generation)?;
+                let out = f(&mut p)?;
+                p.finish()?;
+                out
             };
-            let mut p = Promotion::new(&txn, source, generation)?;
-            let out = f(&mut p)?;
-            p.finish()?;
-            out
-        };
-        txn.commit()?;
-        Ok(out)
+            txn.commit()?;
+            Ok(out)
+        })
     }
 }
 

@@ -11,14 +11,16 @@ use crate::outbox::Delivery;
 impl Store {
     /// Every endpoint's persistent state.
     pub fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(ENDPOINTS)?;
-        let mut out = Vec::new();
-        for entry in t.range::<&str>(..)? {
-            let (k, v) = entry?;
-            out.push((k.value().to_string(), decode("endpoints_v1", v.value())?));
-        }
-        Ok(out)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(ENDPOINTS)?;
+            let mut out = Vec::new();
+            for entry in t.range::<&str>(..)? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), decode("endpoints_v1", v.value())?));
+            }
+            Ok(out)
+        })
     }
 
     /// Disables (with a reason) or re-enables an endpoint. Re-enabling makes its waiting lane
@@ -29,81 +31,87 @@ impl Store {
         disabled: Option<Disabled>,
         now_ms: i64,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(ENDPOINTS)?;
-            let mut state: EndpointState = match t.get(endpoint)? {
-                Some(v) => decode("endpoints_v1", v.value())?,
-                None => EndpointState::default(),
-            };
-            let enabling = disabled.is_none() && state.disabled.is_some();
-            state.disabled = disabled;
-            t.insert(endpoint, encode("endpoints_v1", &state)?.as_slice())?;
-            if enabling {
-                let mut due = txn.open_table(DUE)?;
-                let mut deliveries = txn.open_table(DELIVERIES)?;
-                let mut heads: Vec<(i64, u64)> = Vec::new();
-                for entry in due.range(
-                    (endpoint, now_ms.saturating_add(1), 0u64)..=(endpoint, i64::MAX, u64::MAX),
-                )? {
-                    let (k, _) = entry?;
-                    let (_, at, seq) = k.value();
-                    heads.push((at, seq));
-                }
-                for (at, seq) in heads {
-                    due.remove((endpoint, at, seq))?;
-                    due.insert((endpoint, now_ms, seq), ())?;
-                    let row: Option<Delivery> = match deliveries.get((endpoint, seq))? {
-                        Some(v) => Some(decode_delivery(v.value())?),
-                        None => None,
-                    };
-                    if let Some(mut d) = row {
-                        d.next_ms = now_ms;
-                        deliveries.insert((endpoint, seq), encode_delivery(&d).as_slice())?;
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut t = txn.open_table(ENDPOINTS)?;
+                let mut state: EndpointState = match t.get(endpoint)? {
+                    Some(v) => decode("endpoints_v1", v.value())?,
+                    None => EndpointState::default(),
+                };
+                let enabling = disabled.is_none() && state.disabled.is_some();
+                state.disabled = disabled;
+                t.insert(endpoint, encode("endpoints_v1", &state)?.as_slice())?;
+                if enabling {
+                    let mut due = txn.open_table(DUE)?;
+                    let mut deliveries = txn.open_table(DELIVERIES)?;
+                    let mut heads: Vec<(i64, u64)> = Vec::new();
+                    for entry in due.range(
+                        (endpoint, now_ms.saturating_add(1), 0u64)..=(endpoint, i64::MAX, u64::MAX),
+                    )? {
+                        let (k, _) = entry?;
+                        let (_, at, seq) = k.value();
+                        heads.push((at, seq));
+                    }
+                    for (at, seq) in heads {
+                        due.remove((endpoint, at, seq))?;
+                        due.insert((endpoint, now_ms, seq), ())?;
+                        let row: Option<Delivery> = match deliveries.get((endpoint, seq))? {
+                            Some(v) => Some(decode_delivery(v.value())?),
+                            None => None,
+                        };
+                        if let Some(mut d) = row {
+                            d.next_ms = now_ms;
+                            deliveries.insert((endpoint, seq), encode_delivery(&d).as_slice())?;
+                        }
                     }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// A cached token.
     pub fn token(&self, key: &str) -> Result<Option<Token>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(TOKENS)?;
-        match t.get(key)? {
-            Some(v) => {
-                let row: TokenRow = decode("tokens_v1", v.value())?;
-                Ok(Some(Token {
-                    token: row.token,
-                    expires_ms: row.expires_ms,
-                }))
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(TOKENS)?;
+            match t.get(key)? {
+                Some(v) => {
+                    let row: TokenRow = decode("tokens_v1", v.value())?;
+                    Ok(Some(Token {
+                        token: row.token,
+                        expires_ms: row.expires_ms,
+                    }))
+                }
+                None => Ok(None),
             }
-            None => Ok(None),
-        }
+        })
     }
 
     /// Caches a token (or forgets it with `None`).
     pub fn set_token(&self, key: &str, token: Option<&Token>) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(TOKENS)?;
-            match token {
-                Some(tok) => {
-                    let row = TokenRow {
-                        token: tok.token.clone(),
-                        expires_ms: tok.expires_ms,
-                    };
-                    t.insert(key, encode("tokens_v1", &row)?.as_slice())?;
-                }
-                None => {
-                    t.remove(key)?;
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut t = txn.open_table(TOKENS)?;
+                match token {
+                    Some(tok) => {
+                        let row = TokenRow {
+                            token: tok.token.clone(),
+                            expires_ms: tok.expires_ms,
+                        };
+                        t.insert(key, encode("tokens_v1", &row)?.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key)?;
+                    }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 }
 

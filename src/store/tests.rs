@@ -122,6 +122,36 @@ fn retry_moves_the_head_in_time_without_blocking_other_lanes() {
 }
 
 #[test]
+fn oldest_pending_is_the_front_of_each_endpoints_due_index() {
+    let (_d, s) = store();
+    assert!(s.oldest_pending().unwrap().is_empty());
+    emit(&s, "b1", &["a", "b"], 10);
+    emit(&s, "b2", &["a"], 20);
+    emit(&s, "b3", &["c"], 30);
+    assert_eq!(
+        s.oldest_pending().unwrap(),
+        [
+            ("a".to_string(), 10),
+            ("b".to_string(), 10),
+            ("c".to_string(), 30)
+        ]
+    );
+    // Delivering a's first head leaves its next one (created at 20) at the front.
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Delivered, 100);
+    assert_eq!(s.oldest_pending().unwrap()[0], ("a".to_string(), 20));
+    let due = s.due(100, &[("a", 10, &[])]).unwrap();
+    finish(&s, &due.items[0], DeliveryState::Dead, 100);
+    let left: Vec<String> = s
+        .oldest_pending()
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(left, ["b", "c"], "nothing pending for a");
+}
+
+#[test]
 fn a_failed_poll_commits_nothing() {
     let (_d, s) = store();
     s.begin_poll("src", b"cp").unwrap();
@@ -360,4 +390,115 @@ fn known_lists_only_this_source() {
         }]
     );
     assert_eq!(s.known("a").unwrap(), known);
+}
+
+#[tokio::test]
+async fn a_panicking_operation_is_corruption_and_every_later_one_is_refused() {
+    let (d, s) = store();
+    let path = d.path().join("t.redb");
+    assert!(s.corruption().is_none());
+    let r: Result<()> = s.run(|_| panic!("simulated engine panic")).await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupted { .. }), "{e}");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("is corrupt"), "{message}");
+    assert!(message.contains("simulated engine panic"), "{message}");
+    // The flag is set, on every clone, and nothing touches the file any more.
+    let clone = s.clone();
+    assert!(clone.corruption().is_some_and(|e| e.is_corruption()));
+    assert!(s.counts().unwrap_err().is_corruption());
+    assert!(clone.run(|s| s.counts()).await.unwrap_err().is_corruption());
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), s.corrupted())
+        .await
+        .expect("corrupted() returns once the flag is set");
+    assert!(waited.is_corruption());
+}
+
+#[tokio::test]
+async fn the_engines_corruption_error_marks_the_file_corrupt() {
+    let (_d, s) = store();
+    let r: Result<()> = s
+        .run(|_| Err(StoreError::Db(redb::Error::Corrupted("bad page".into()))))
+        .await;
+    assert!(r.unwrap_err().is_corruption());
+    assert!(s.corruption().is_some());
+}
+
+#[tokio::test]
+async fn other_failures_are_not_corruption() {
+    let (_d, s) = store();
+    let r: Result<()> = s.run(|_| Err(StoreError::Task("boom".into()))).await;
+    assert!(matches!(r, Err(StoreError::Task(_))));
+    let r: Result<()> = s
+        .run(|_| {
+            Err(StoreError::Corrupt {
+                table: "events_v2",
+                reason: "one bad row".into(),
+            })
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt { .. })));
+    assert!(s.corruption().is_none());
+    s.counts().unwrap();
+}
+
+#[test]
+fn a_file_another_process_holds_is_reported_as_in_use() {
+    let (d, _s) = store();
+    let e = Store::open(&d.path().join("t.redb")).unwrap_err();
+    assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+}
+
+#[test]
+fn a_path_under_a_file_names_the_os_error_not_another_pollhook() {
+    let e = Store::open(Path::new("/dev/null/state.redb")).unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("/dev/null/state.redb"), "{message}");
+    assert!(message.contains("Not a directory"), "{message}");
+    assert!(!message.contains("another pollhook"), "{message}");
+}
+
+#[test]
+fn a_new_file_is_0600_and_leaves_no_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, _s) = store();
+    let mode = std::fs::metadata(d.path().join("t.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["t.redb"]);
+}
+
+#[test]
+fn a_redb_database_without_tables_holds_nothing_and_is_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    drop(redb::Database::create(&path).unwrap());
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.counts().unwrap().events, 0);
+    drop(s);
+    let found = Store::inspect(&path).unwrap();
+    assert_eq!(found.schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn an_empty_file_is_not_a_store_for_inspection_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    assert!(matches!(
+        Store::inspect(&path),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!path.exists(), "inspection creates nothing");
+    std::fs::write(&path, b"").unwrap();
+    let e = Store::inspect(&path).unwrap_err();
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }

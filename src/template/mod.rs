@@ -91,9 +91,13 @@
 //!   spelling; a missing value or `null` as nothing; lists and objects as
 //!   compact JSON.
 //! - Each placeholder's value is escaped for where it goes: in a URL it is
-//!   percent-encoded (everything except `A-Z a-z 0-9 - . _ ~`), inside a
-//!   JSON string it is JSON-escaped. The literal text you wrote is never
-//!   changed.
+//!   percent-encoded (everything except `A-Z a-z 0-9 - . _ ~`; a value of
+//!   dots only, such as `..`, has its dots encoded too), inside a JSON string
+//!   it is JSON-escaped. The literal text you wrote is never changed. A
+//!   webhook URL rendered from a template must keep the template's scheme,
+//!   host, port, path segments (their number and literal parts) and query
+//!   names; a value that would change them (`.` or `..` as a whole path
+//!   segment, which URL rules resolve even when encoded) fails the attempt.
 //! - In a JSON body, a string that is exactly one placeholder (spaces
 //!   around it allowed) is replaced by the typed value: `"{{ page }}"`
 //!   becomes the number `3`, `"{{ now | unix }}"` a number, a missing value
@@ -116,10 +120,12 @@ mod parse;
 mod render;
 mod subject;
 mod tree;
+mod url_template;
 
 pub use beds24::{BEDS24_VARIABLES, from_beds24_brackets};
 pub use subject::{check_subject, subject_token};
 pub use tree::{TemplateTree, check_tree, render_tree};
+pub use url_template::{UrlTemplate, UrlTemplateError};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -311,7 +317,8 @@ pub enum RenderError {
 pub enum Escape {
     /// Inserted as it is.
     None,
-    /// Percent-encoded: everything except `A-Z a-z 0-9 - . _ ~` (for a URL path segment or query value).
+    /// Percent-encoded: everything except `A-Z a-z 0-9 - . _ ~` (for a URL path segment or query
+    /// value); a value of dots only has its dots encoded as well (`..` is `%2E%2E`).
     UrlComponent,
     /// Escaped for inside a JSON string literal, without the surrounding quotes.
     JsonString,

@@ -280,6 +280,14 @@ const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 fn escape_into(out: &mut String, s: &str, escape: Escape) {
     match escape {
         Escape::None => out.push_str(s),
+        // A value of dots only (`.`, `..`) would be a dot segment, which URL parsing resolves:
+        // its dots are encoded too. (`%2E` is still a dot segment to URL parsers, so a URL
+        // template also checks the rendered shape; see `UrlTemplate`.)
+        Escape::UrlComponent if !s.is_empty() && s.bytes().all(|b| b == b'.') => {
+            for _ in 0..s.len() {
+                out.push_str("%2E");
+            }
+        }
         Escape::UrlComponent => out.extend(utf8_percent_encode(s, URL_COMPONENT)),
         Escape::SubjectToken => super::subject::escape_into(out, s),
         Escape::JsonString => {
@@ -430,6 +438,21 @@ mod tests {
             .unwrap();
         assert_eq!(decoded, GUEST);
         assert_eq!(r("{{ \"a-b.c_d~e\" }}"), "a-b.c_d~e");
+    }
+
+    #[test]
+    fn dot_only_values_are_percent_encoded_in_urls() {
+        let url = |t: &str| {
+            Template::parse(t)
+                .unwrap()
+                .render(&ctx(), Escape::UrlComponent)
+                .unwrap()
+        };
+        assert_eq!(url("/a/{{ \"..\" }}/b"), "/a/%2E%2E/b");
+        assert_eq!(url("/a/{{ \".\" }}/b"), "/a/%2E/b");
+        assert_eq!(url("/a/{{ \"...\" }}"), "/a/%2E%2E%2E");
+        assert_eq!(url("/a/{{ \"a.b\" }}.{{ \"..x\" }}"), "/a/a.b...x");
+        assert_eq!(r("{{ \"..\" }}"), "..", "only URLs encode them");
     }
 
     #[test]

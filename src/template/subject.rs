@@ -55,7 +55,9 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
         ));
     }
     if subject.contains(['*', '>']) {
-        return Err("it contains a wildcard (`*` or `>`), which is for subscribing, not publishing".into());
+        return Err(
+            "it contains a wildcard (`*` or `>`), which is for subscribing, not publishing".into(),
+        );
     }
     if subject.split('.').any(str::is_empty) {
         return Err("it has an empty token (a leading, trailing or doubled `.`)".into());
@@ -100,7 +102,16 @@ mod tests {
         assert_eq!(subject_token(""), "_");
         assert_eq!(subject_token("_"), "%5F");
         for v in [
-            "", "_", "__", "a.b.c", "x > y", "* all", "Zoë & \"Bob\"", "%2E", "a\u{0}b", "…",
+            "",
+            "_",
+            "__",
+            "a.b.c",
+            "x > y",
+            "* all",
+            "Zoë & \"Bob\"",
+            "%2E",
+            "a\u{0}b",
+            "…",
         ] {
             let t = subject_token(v);
             assert!(check_subject(&t).is_ok(), "{v:?} -> {t}");

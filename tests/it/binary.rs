@@ -529,3 +529,161 @@ async fn operator_commands_talk_to_the_running_daemon() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("say what to replay"));
 }
+
+/// A valid config whose admin listener is on `listen`, with `admin_extra` lines in `[admin]`.
+fn admin_config(listen: &str, admin_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{listen}"
+{admin_extra}
+[sources.hotel]
+url = "http://127.0.0.1:1/bookings"
+every = "30s"
+[endpoints.crm]
+url = "http://127.0.0.1:2/hook"
+"#
+    )
+}
+
+#[test]
+fn check_requires_a_token_for_an_admin_listener_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = write(&dir, "open.toml", &admin_config("0.0.0.0:9477", ""));
+    let (code, err) = check(&open);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("admin.token"), "{err}");
+    assert!(
+        err.contains("0.0.0.0:9477") && err.contains("loopback"),
+        "{err}"
+    );
+
+    let token = write(&dir, "admin-token", "0123456789abcdef0123456789abcdef\n");
+    let guarded = write(
+        &dir,
+        "guarded.toml",
+        &admin_config(
+            "0.0.0.0:9477",
+            &format!("token = {{ file = {:?} }}", token.display().to_string()),
+        ),
+    );
+    let (code, err) = check(&guarded);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Loopback needs no token; a short token is refused wherever it listens.
+    let (code, err) = check(&write(&dir, "lo.toml", &admin_config("[::1]:9477", "")));
+    assert_eq!(code, Some(0), "{err}");
+    let short = write(&dir, "short-token", "hunter2\n");
+    let weak = write(
+        &dir,
+        "weak.toml",
+        &admin_config(
+            "127.0.0.1:9477",
+            &format!("token = {{ file = {:?} }}", short.display().to_string()),
+        ),
+    );
+    let (code, err) = check(&weak);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("admin.token") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_send_the_token_and_the_post_header_from_the_config() {
+    let token = "c0ffee00c0ffee00c0ffee00c0ffee00";
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, token).unwrap();
+    let token_line = format!(
+        "token = {{ file = {:?} }}",
+        token_file.display().to_string()
+    );
+    let t = spawn_app(Options {
+        admin_extra: token_line.clone(),
+        ..Options::default()
+    })
+    .await;
+    t.poll().await;
+    t.sim.create_booking();
+    t.poll().await;
+    t.receiver.fail_next(1, 410);
+    t.app.deliver_due().await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let addr = start_admin(&t.app, &cancel).await;
+
+    // The operator's copy of the daemon's configuration. Only [admin] is read: a secret of the
+    // daemon's that this shell cannot resolve does not matter.
+    let config = write(
+        &secrets,
+        "pollhook.toml",
+        &format!(
+            r#"
+[admin]
+listen = "{addr}"
+{token_line}
+[sources.hotel]
+url = "http://127.0.0.1:1/bookings"
+every = "30s"
+[endpoints.crm]
+url = "http://127.0.0.1:2/hook"
+secrets = [{{ env = "POLLHOOK_TEST_SECRET_NOBODY_SET" }}]
+"#
+        ),
+    );
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || pollhook().args(&args).output().unwrap())
+            .await
+            .unwrap()
+    };
+    let cfg = config.display().to_string();
+    let out = run(vec!["events".into(), "--config".into(), cfg.clone()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // POSTs: the header and the token go along.
+    let out = run(vec![
+        "enable".into(),
+        "crm".into(),
+        "-c".into(),
+        cfg.clone(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.app.endpoint_report()[0].disabled.is_none());
+    let out = run(vec![
+        "replay".into(),
+        "--config".into(),
+        cfg.clone(),
+        "--dead-of".into(),
+        "crm".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"replayed\":0"));
+
+    // Without the configuration there is no token: refused, and told why.
+    let out = run(vec![
+        "events".into(),
+        "--admin".into(),
+        format!("http://{addr}"),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("--config"), "{err}");
+}

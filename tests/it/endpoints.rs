@@ -31,7 +31,12 @@ async fn serve_admin_task(
 }
 
 async fn post(url: &str) -> (u16, String) {
-    let r = reqwest::Client::new().post(url).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("x-pollhook", "1")
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

@@ -17,6 +17,8 @@ pub struct Options {
     pub source_extra: String,
     /// Full `[endpoints.*]` tables; `{RECEIVER}` and `{SECRET_FILE}` are substituted.
     pub endpoints: String,
+    /// Extra lines for `[admin]` (whose `listen` is "off": tests serve the API themselves).
+    pub admin_extra: String,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ retry_schedule = ["0s", "5s", "5m", "30m"]
 jitter = 0.0
 "#
             .into(),
+            admin_extra: String::new(),
         }
     }
 }
@@ -93,6 +96,7 @@ pub fn config_text(
 path = "{store}"
 [admin]
 listen = "off"
+{admin_extra}
 
 [sources.hotel]
 url = "{url}"
@@ -110,6 +114,7 @@ next = "/pages/nextPageLink"
         store = dir.path().join("state.redb").display(),
         url = sim.bookings_url(),
         extra = opts.source_extra,
+        admin_extra = opts.admin_extra,
     )
 }
 
@@ -171,4 +176,41 @@ pub fn verify_with_official_library(r: &Received) {
     }
     wh.verify(&r.body, &headers)
         .unwrap_or_else(|e| panic!("official library rejected the signature: {e:?}"));
+}
+
+/// Serves the admin API of `app` on 127.0.0.1:0 until `cancel`; returns its address.
+pub async fn start_admin(
+    app: &App,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(pollhook::admin::serve(
+        listener,
+        app.clone(),
+        cancel.clone(),
+    ));
+    addr
+}
+
+/// One raw HTTP request (`head` is the request line and headers, without the blank line) on a
+/// fresh connection, so tests control every header, Host included. Returns the status and body.
+pub async fn raw_http(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{}\r\nConnection: close\r\n\r\n", head.trim_end());
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the admin API answers")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
 }

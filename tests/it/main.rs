@@ -4,17 +4,22 @@
 
 mod helpers;
 
+mod admin_access;
 mod binary;
 mod chaos;
 mod crash;
 mod delivery_failures;
 mod endpoints;
+mod hostile;
 mod layout;
+mod metrics;
 mod migration;
 mod nats;
 mod pipeline;
 mod poll_failures;
 mod presets;
+mod properties;
 mod restart;
 mod resume;
+mod state_file;
 mod watermarks;

@@ -300,7 +300,10 @@ async fn deliver_until_idle(t: &TestApp) {
         if r.attempted == 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "deliveries did not settle");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries did not settle"
+        );
     }
 }
 
@@ -443,6 +446,7 @@ async fn a_broker_restart_mid_burst_loses_nothing_and_stores_each_id_once() {
             MANY_TRIES,
             "stream = \"BOOKINGS\"\nmax_in_flight = 4",
         ),
+        ..Default::default()
     })
     .await;
     // The daemon's own loop: the schedule polls at once, the worker publishes.
@@ -502,7 +506,11 @@ async fn a_broker_restart_mid_burst_loses_nothing_and_stores_each_id_once() {
     let retried = delivered.iter().filter(|d| d.attempts > 1).count();
     let dups = delivered
         .iter()
-        .filter(|d| d.history.last().is_some_and(|a| a.body.contains("duplicate")))
+        .filter(|d| {
+            d.history
+                .last()
+                .is_some_and(|a| a.body.contains("duplicate"))
+        })
         .count();
     println!(
         "broker restart: {} events, {} pending when it went down, {} failed attempts, {retried} deliveries retried, {dups} acknowledged as duplicates",
@@ -570,6 +578,7 @@ async fn kill_9_of_pollhook_while_publishing_loses_nothing_and_stores_each_id_on
             MANY_TRIES,
             "stream = \"BOOKINGS\"\nmax_in_flight = 2",
         ),
+        ..Default::default()
     })
     .await;
     drop(app);
@@ -610,7 +619,10 @@ async fn kill_9_of_pollhook_while_publishing_loses_nothing_and_stores_each_id_on
     assert_once_and_in_order(&msgs);
     let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
     let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(got, expected, "every event once, under the id it was created with");
+    assert_eq!(
+        got, expected,
+        "every event once, under the id it was created with"
+    );
     for id in &changed {
         let kinds: Vec<&str> = msgs
             .iter()
@@ -700,6 +712,7 @@ async fn wrong_credentials_are_reported_retried_and_dead_lettered() {
         page_size: 10,
         source_extra: "first_poll = \"emit_new\"".into(),
         endpoints,
+        ..Default::default()
     })
     .await;
     // Unreachable or refused at start-up is a warning, not a reason to stop polling.
@@ -710,11 +723,7 @@ async fn wrong_credentials_are_reported_retried_and_dead_lettered() {
     assert_eq!(t.poll().await, 2);
     let r = t.app.deliver_due().await.unwrap();
     assert_eq!((r.attempted, r.delivered, r.retrying), (12, 6, 6), "{r:?}");
-    let pending = t
-        .app
-        .deliveries(DeliveryState::Pending, 100)
-        .await
-        .unwrap();
+    let pending = t.app.deliveries(DeliveryState::Pending, 100).await.unwrap();
     for d in &pending {
         let error = d.history.last().unwrap().error.clone().unwrap();
         assert!(
@@ -807,7 +816,9 @@ authorization {
     };
     let (admin, limited) = (secret("admin"), secret("limited"));
     let user = |name: &str, file: &str| {
-        format!("auth = {{ type = \"user_password\", username = \"{name}\", secret = {{ file = {file:?} }} }}")
+        format!(
+            "auth = {{ type = \"user_password\", username = \"{name}\", secret = {{ file = {file:?} }} }}"
+        )
     };
     let small = "body = { id = \"{{ event.id }}\", source = \"{{ event.source }}\", booking_id = \"{{ event.booking_id }}\", sequence = \"{{ event.sequence }}\" }";
     let endpoints = [
@@ -844,17 +855,14 @@ authorization {
         page_size: 10,
         source_extra: "first_poll = \"emit_new\"".into(),
         endpoints,
+        ..Default::default()
     })
     .await;
     assert_eq!(t.poll().await, 3);
     let r = t.app.deliver_due().await.unwrap();
     assert_eq!((r.attempted, r.delivered), (12, 3), "{r:?}");
     assert_eq!(t.accepted().len(), 3, "the HTTP endpoint is not held up");
-    let pending = t
-        .app
-        .deliveries(DeliveryState::Pending, 100)
-        .await
-        .unwrap();
+    let pending = t.app.deliveries(DeliveryState::Pending, 100).await.unwrap();
     let error_of = |endpoint: &str| -> String {
         pending
             .iter()
@@ -954,7 +962,11 @@ async fn two_sharded_instances_poll_disjoint_sources_into_one_stream() {
     };
     let (a, b) = (instance(1), instance(2));
     let polled = |app: &pollhook::App| -> BTreeSet<String> {
-        app.config().sources.iter().map(|s| s.name.clone()).collect()
+        app.config()
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     };
     let (pa, pb) = (polled(&a), polled(&b));
     assert!(pa.is_disjoint(&pb), "{pa:?} {pb:?}");
@@ -1023,7 +1035,11 @@ fn source_selection_on_the_command_line_is_checked_and_shown() {
     assert!(
         out.contains(&format!(
             "selected (shard 1/2): {}",
-            first.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            first
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         "{out}"
     );
@@ -1032,7 +1048,9 @@ fn source_selection_on_the_command_line_is_checked_and_shown() {
     let (code, _, err) = check(&["--sources", "hotel-zz*"]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--sources") && err.contains("hotel-zz*") && err.contains("matches no configured source"),
+        err.contains("--sources")
+            && err.contains("hotel-zz*")
+            && err.contains("matches no configured source"),
         "{err}"
     );
     let (code, _, err) = check(&["--shard", "3/2"]);
@@ -1092,5 +1110,8 @@ fn the_commented_nats_endpoint_and_shard_of_the_shipped_example_are_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("bus") && stdout.contains("selected (shard 1/3)"), "{stdout}");
+    assert!(
+        stdout.contains("bus") && stdout.contains("selected (shard 1/3)"),
+        "{stdout}"
+    );
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use url::Url;
 
 use super::{FieldKey, Validator};
-use crate::config::{Auth, EndpointConfig, Format, parse_duration, raw};
+use crate::config::{Auth, EndpointConfig, Format, NatsAuth, parse_duration, raw};
 use crate::outbox::EventKind;
 use crate::retry::RetryPolicy;
 use crate::signing::SigningKey;
-use crate::template::Template;
+use crate::template::{Template, UrlTemplate};
 
 /// What an endpoint inherits from `[delivery]` when it does not say.
 #[derive(Clone)]
@@ -102,6 +102,13 @@ impl Validator {
                 &["none", "header", "basic", "bearer", "oauth2"],
             )?,
         };
+        // A NATS endpoint's credentials are redacted like HTTP ones, should a server echo them.
+        let nats_secrets: Vec<&crate::config::Secret> = match nats.as_ref().map(|n| &n.auth) {
+            Some(NatsAuth::Token(s) | NatsAuth::NKey(s) | NatsAuth::Creds(s)) => vec![s],
+            Some(NatsAuth::UserPassword { password, .. }) => vec![password],
+            Some(NatsAuth::None) | None => vec![],
+        };
+        let redactor = super::secret::redactor(&auth, nats_secrets, [url.as_ref()]);
         let methods = self.event_methods(&k, &re.methods);
         let failing_after = self.positive_duration(
             &k("failing_after"),
@@ -137,6 +144,7 @@ impl Validator {
             url_template,
             variables,
             nats,
+            redactor,
         })
     }
 
@@ -182,7 +190,7 @@ impl Validator {
         key: &str,
         text: Option<&str>,
         variables: &BTreeMap<String, String>,
-    ) -> (Option<Url>, Option<Template>) {
+    ) -> (Option<Url>, Option<UrlTemplate>) {
         let Some(text) = text else {
             self.bad(key, "is required: the http:// or https:// URL");
             return (None, None);
@@ -225,7 +233,16 @@ impl Validator {
                 .unwrap_or("");
         }
         sample.push_str(rest);
-        (self.url(key, Some(&sample)), Some(template))
+        let Some(url) = self.url(key, Some(&sample)) else {
+            return (None, None);
+        };
+        match UrlTemplate::new(template) {
+            Ok(t) => (Some(url), Some(t)),
+            Err(e) => {
+                self.bad(key, e.to_string());
+                (None, None)
+            }
+        }
     }
 
     /// `format` (v1 query-string ping or v2 JSON body) and the HTTP `method`, whose default

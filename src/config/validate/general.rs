@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Validator;
 use super::endpoint::EndpointDefaults;
-use crate::config::{LogConfig, LogFormat, raw};
+use crate::config::{AdminConfig, LogConfig, LogFormat, raw};
 use crate::retry::RetryPolicy;
 
 impl Validator {
@@ -92,9 +92,11 @@ impl Validator {
         LogConfig { format, level }
     }
 
-    /// `[admin]`: the listen address, or `None` when switched off.
-    pub(super) fn admin(&mut self, admin: raw::RawAdmin) -> Option<SocketAddr> {
-        match admin.listen.as_deref() {
+    /// `[admin]`: the listen address (`None` when switched off), the bearer token, and the extra
+    /// names accepted as `Host`. A listener that is not on loopback must have a token: the API
+    /// serves guests' personal data and can replay every delivery.
+    pub(in crate::config) fn admin(&mut self, admin: raw::RawAdmin) -> AdminConfig {
+        let listen = match admin.listen.as_deref() {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9477))),
             Some("" | "off") => None,
             Some(s) => match s.parse::<SocketAddr>() {
@@ -107,6 +109,52 @@ impl Validator {
                     None
                 }
             },
+        };
+        let token = admin.token.as_ref().and_then(|raw| {
+            let secret = self.secret("admin.token", raw)?;
+            if secret.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                self.bad(
+                    "admin.token",
+                    format!(
+                        "the token is shorter than {MIN_ADMIN_TOKEN_CHARS} characters; use a long random value, e.g. 32 random hex characters"
+                    ),
+                );
+                return None;
+            }
+            Some(secret)
+        });
+        if let Some(addr) = listen
+            && !addr.ip().to_canonical().is_loopback()
+            && admin.token.is_none()
+        {
+            self.bad(
+                "admin.token",
+                format!(
+                    "is required because admin.listen (`{addr}`) is not a loopback address: the admin API serves guests' personal data and replays deliveries, so anyone who can reach it must prove who they are. Set admin.token = {{ file = \"/path\" }} (or {{ env = \"VARIABLE\" }} or {{ credential = \"name\" }}), or listen on \"127.0.0.1:9477\" or \"[::1]:9477\""
+                ),
+            );
+        }
+        let mut allowed_hosts = Vec::new();
+        for (i, h) in admin
+            .allowed_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            match host_entry(&h) {
+                Some(h) => allowed_hosts.push(h),
+                None => self.bad(
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!(
+                        "`{h}` is not a host name with an optional port; write it as clients send it in the Host header, e.g. \"pollhook.internal\", \"pollhook.internal:9477\" or \"10.0.0.5:9477\" (no scheme, no path)"
+                    ),
+                ),
+            }
+        }
+        AdminConfig {
+            listen,
+            token,
+            allowed_hosts,
         }
     }
 
@@ -143,6 +191,26 @@ impl Validator {
     }
 }
 
+/// The shortest `admin.token` accepted.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// An `admin.allowed_hosts` entry as a `Host` header carries it (`name` or `name:port`, an IPv6
+/// address in brackets), lowercased; `None` if it is anything else.
+fn host_entry(text: &str) -> Option<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.is_empty() || lower.contains(['/', '@', '?', '#', ' ']) {
+        return None;
+    }
+    let url = url::Url::parse(&format!("http://{lower}/")).ok()?;
+    let host = url.host_str()?;
+    let again = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    // A default port (`:80`) is dropped by the parser; the Host header would carry it as given.
+    (again == lower || format!("{again}:80") == lower).then_some(lower)
+}
+
 /// "64MiB", "512 KiB", "1GB", "1048576": binary and decimal units, case-insensitive.
 fn parse_size(text: &str) -> Option<usize> {
     let t = text.trim();
@@ -164,7 +232,27 @@ fn parse_size(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{host_entry, parse_size};
+
+    #[test]
+    fn allowed_host_entries() {
+        assert_eq!(
+            host_entry("Pollhook.Internal").as_deref(),
+            Some("pollhook.internal")
+        );
+        assert_eq!(
+            host_entry("10.0.0.5:9477").as_deref(),
+            Some("10.0.0.5:9477")
+        );
+        assert_eq!(host_entry("[::1]:9477").as_deref(), Some("[::1]:9477"));
+        assert_eq!(
+            host_entry("example.org:80").as_deref(),
+            Some("example.org:80")
+        );
+        for bad in ["", "http://x", "x/y", "a b", "user@x", "x:99999"] {
+            assert_eq!(host_entry(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_with_units() {

@@ -40,7 +40,7 @@ impl Validator {
     pub(super) fn config(&mut self, raw: raw::RawConfig, file: Option<&Path>) -> Option<Config> {
         let (store_path, retention, cache_size) = self.store(raw.store);
         let log = self.log(raw.log);
-        let admin_listen = self.admin(raw.admin);
+        let admin = self.admin(raw.admin);
         let sources = self.sources(raw.sources);
         let defaults = self.delivery(raw.delivery);
         let source_names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
@@ -58,7 +58,9 @@ impl Validator {
             retention,
             cache_size,
             log,
-            admin_listen,
+            admin_listen: admin.listen,
+            admin_token: admin.token,
+            admin_allowed_hosts: admin.allowed_hosts,
             sources,
             endpoints,
             shard,

@@ -106,8 +106,9 @@ impl Validator {
         let stream = re.stream.take();
         if let Some(s) = &stream
             && (s.is_empty()
-                || s.chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')))
+                || s.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+                }))
         {
             self.bad(
                 k("stream"),
@@ -270,7 +271,10 @@ impl Validator {
                 None => {
                     v.bad(
                         format!("{key}.secret"),
-                        format!("is required: {what}, e.g. {{ credential = \"nats-{}\" }}", a.kind.replace('_', "-")),
+                        format!(
+                            "is required: {what}, e.g. {{ credential = \"nats-{}\" }}",
+                            a.kind.replace('_', "-")
+                        ),
                     );
                     None
                 }

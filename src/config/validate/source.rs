@@ -101,6 +101,11 @@ impl Validator {
         let url = url?;
         let schedule = schedule?;
         let headers = self.headers(&k("headers"), rs.headers);
+        let redactor = super::secret::redactor(
+            &auth,
+            request.secrets.values(),
+            [Some(&url), policy.lookup.as_ref().map(|l| &l.url)],
+        );
         Some(SourceConfig {
             name: name.to_string(),
             url,
@@ -135,6 +140,7 @@ impl Validator {
             max_pages,
             resume_within,
             pagination,
+            redactor,
         })
     }
 
