@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
 use crate::config::{Config, ConfigError, SelectError, Selection};
+use crate::delivery::PreflightError;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
@@ -45,8 +46,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Select(#[from] SelectError),
     /// The start-up check of the endpoints failed (a NATS stream that does not exist).
-    #[error("{0}")]
-    Preflight(String),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     /// The state file was found corrupt while running; the daemon stopped.
     #[error("stopped: {0}")]
     Corrupt(StoreError),
@@ -165,7 +166,7 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
 pub async fn run(path: &Path, cfg: Config, selection: &Selection) -> Result<(), DaemonError> {
     let cfg = cfg.select(selection)?;
     log_selection(&cfg, selection);
-    preflight(&cfg).await.map_err(DaemonError::Preflight)?;
+    preflight(&cfg).await?;
     let store = App::open_store(&cfg)?;
     let signals = Signals::install()?;
     run_with(path, cfg, selection, store, signals).await
@@ -203,7 +204,7 @@ fn log_selection(cfg: &Config, selection: &Selection) {
 }
 
 /// The start-up check of the endpoints (NATS streams must exist); warnings are logged.
-async fn preflight(cfg: &Config) -> Result<(), String> {
+async fn preflight(cfg: &Config) -> Result<(), PreflightError> {
     for w in crate::delivery::preflight(&cfg.endpoints).await? {
         tracing::warn!("{w}");
     }
@@ -289,8 +290,8 @@ enum ReloadRefused {
     StorePath,
     #[error(transparent)]
     Select(#[from] SelectError),
-    #[error("{0}")]
-    Preflight(String),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
 }
 
 async fn check_reload(
@@ -302,7 +303,7 @@ async fn check_reload(
     if new.store_path != running.store_path {
         return Err(ReloadRefused::StorePath);
     }
-    preflight(&new).await.map_err(ReloadRefused::Preflight)?;
+    preflight(&new).await?;
     log_selection(&new, selection);
     Ok(new)
 }

@@ -243,10 +243,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Once { config, select } => {
             let cfg = Config::load(&config)?.select(&select.selection())?;
             init_logging(&cfg.log);
-            for w in crate::delivery::preflight(&cfg.endpoints)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?
-            {
+            for w in crate::delivery::preflight(&cfg.endpoints).await? {
                 tracing::warn!("{w}");
             }
             let app =

@@ -33,7 +33,7 @@ use crate::store::{Disabled, Store};
 
 pub use attempt::AttemptOutcome;
 pub use health::EndpointReport;
-pub use nats::preflight;
+pub use nats::{PreflightError, preflight};
 pub use render::{Rendered, render, rfc3339};
 pub use worker::RoundReport;
 
@@ -60,6 +60,8 @@ pub enum Notice {
 }
 
 /// How an endpoint's deliveries leave: an HTTP request, or a NATS JetStream publish.
+// One per endpoint, made once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     /// A webhook: the endpoint's HTTP client and credentials.
     Http {

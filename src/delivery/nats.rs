@@ -457,12 +457,21 @@ fn headers(
     headers
 }
 
-/// Checks every NATS endpoint of `endpoints` at start-up (see [`NatsTransport::check`]) with a
-/// connection of its own. Returns the warnings to log; an error names the key, the stream and
-/// what to do.
-pub async fn preflight(endpoints: &[EndpointConfig]) -> Result<Vec<String>, String> {
+/// Why start-up (or a reload) cannot go on: NATS endpoints whose `stream` does not exist.
+/// Each problem names the key, the stream, the server and how to create it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct PreflightError {
+    /// One line per endpoint that failed the check.
+    pub problems: Vec<String>,
+}
+
+/// Checks every enabled NATS endpoint of `endpoints` at start-up (see [`NatsTransport::check`])
+/// with a connection of its own. Returns the warnings to log (a server that cannot be reached
+/// now, a duplicate window shorter than the retry schedule).
+pub async fn preflight(endpoints: &[EndpointConfig]) -> Result<Vec<String>, PreflightError> {
     let mut warnings = Vec::new();
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     for ep in endpoints {
         let Some(cfg) = &ep.nats else { continue };
         if !ep.enabled {
@@ -471,16 +480,16 @@ pub async fn preflight(endpoints: &[EndpointConfig]) -> Result<Vec<String>, Stri
         let t = NatsTransport::new(ep, cfg);
         match t.check(ep).await {
             Ok(w) => warnings.extend(w),
-            Err(e) => errors.push(e),
+            Err(e) => problems.push(e),
         }
         if let Some(c) = t.conn.get() {
             let _ = c.client.drain().await;
         }
     }
-    if errors.is_empty() {
+    if problems.is_empty() {
         Ok(warnings)
     } else {
-        Err(errors.join("\n"))
+        Err(PreflightError { problems })
     }
 }
 

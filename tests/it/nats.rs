@@ -38,14 +38,6 @@ pub fn nats_server_binary() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A nats-server with JetStream on 127.0.0.1, its store and log in a temporary directory.
 pub struct NatsServer {
     child: Option<Child>,
@@ -55,22 +47,33 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server; `extra` is added to its configuration file (auth, limits).
+    /// Starts a server; `extra` is added to its configuration file (auth, limits). The server
+    /// picks a free loopback port itself (`-1`, its port 0), read back from its log; restarts
+    /// reuse that port.
     pub async fn start(extra: &str) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{extra}\n",
-            dir.path().join("js").display().to_string()
-        );
-        std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
+        let store_dir = dir.path().join("js").display().to_string();
+        let conf = |port: &str| {
+            format!("listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store_dir:?} }}\n{extra}\n")
+        };
+        std::fs::write(dir.path().join("nats.conf"), conf("-1")).unwrap();
         let mut s = NatsServer {
             child: None,
-            port,
+            port: 0,
             dir,
             starts: 0,
         };
         s.launch().await;
+        let log = s.log();
+        s.port = log
+            .lines()
+            .find_map(|l| {
+                l.split("Listening for client connections on 127.0.0.1:")
+                    .nth(1)
+            })
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no client port in the nats-server log:\n{log}"));
+        std::fs::write(s.dir.path().join("nats.conf"), conf(&s.port.to_string())).unwrap();
         s
     }
 
@@ -374,7 +377,7 @@ async fn every_event_arrives_once_in_per_booking_order_with_verifiable_signature
     }
     let kinds: Vec<&str> = msgs
         .iter()
-        .filter(|m| m.body["booking_id"] == ids[0].to_string())
+        .filter(|m| m.body["booking_id"].as_str() == Some(&*ids[0].to_string()))
         .map(|m| m.body["status"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["modify", "modify", "modify", "cancel"]);
@@ -412,6 +415,32 @@ async fn every_event_arrives_once_in_per_booking_order_with_verifiable_signature
     let bus = report.iter().find(|r| r.name == "bus").unwrap();
     assert_eq!(bus.delivered_total as usize, events.len() + 1);
     assert_eq!(bus.dead_total, 0);
+
+    // `/metrics` counts NATS publishes as it counts HTTP requests: every acknowledged publish
+    // is a delivery, and each attempt's latency is in the same histogram.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let addr = start_admin(&t.app, &cancel).await;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    cancel.cancel();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let attempts = (events.len() + 1) as f64;
+    assert_eq!(
+        value("pollhook_deliveries_total{endpoint=\"bus\",outcome=\"delivered\"}"),
+        attempts
+    );
+    assert_eq!(
+        value("pollhook_delivery_latency_seconds_count{endpoint=\"bus\"}"),
+        attempts
+    );
 }
 
 /// Polls `f` every 10 ms until it holds, failing with `what` after `secs` seconds.
@@ -626,7 +655,7 @@ async fn kill_9_of_pollhook_while_publishing_loses_nothing_and_stores_each_id_on
     for id in &changed {
         let kinds: Vec<&str> = msgs
             .iter()
-            .filter(|m| m.body["booking_id"] == id.to_string())
+            .filter(|m| m.body["booking_id"].as_str() == Some(&*id.to_string()))
             .map(|m| m.body["status"].as_str().unwrap())
             .collect();
         assert_eq!(kinds, ["new", "modify"], "booking {id}");
@@ -760,7 +789,8 @@ async fn a_missing_stream_stops_start_up_with_what_to_do() {
     .await;
     let e = pollhook::delivery::preflight(&t.app.config().endpoints)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     for part in [
         "endpoints.bus.stream",
         "`NOPE` does not exist",
