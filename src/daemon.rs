@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SelectError, Selection};
+use crate::delivery::PreflightError;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
@@ -52,6 +53,12 @@ pub enum DaemonError {
     /// The pipeline task failed.
     #[error("the pipeline task failed: {0}")]
     Task(String),
+    /// `--sources` / `--shard` / `shard` cannot be applied.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// The start-up check of the endpoints failed (a NATS stream that does not exist).
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     /// The state file was found corrupt while running; the daemon stopped.
     #[error("stopped: {0}")]
     Corrupt(StoreError),
@@ -196,16 +203,21 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
 }
 
 /// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT, or until
-/// the state file is found corrupt (then it stops and returns [`DaemonError::Corrupt`]).
-pub async fn run(path: &Path, cfg: Config) -> Result<(), DaemonError> {
+/// the state file is found corrupt (then it stops and returns [`DaemonError::Corrupt`]). It
+/// polls the sources `selection` keeps (re-applied on every reload).
+pub async fn run(path: &Path, cfg: Config, selection: &Selection) -> Result<(), DaemonError> {
+    let cfg = cfg.select(selection)?;
+    log_selection(&cfg, selection);
+    preflight(&cfg).await?;
     let store = App::open_store(&cfg)?;
     let signals = Signals::install()?;
-    run_with(path, cfg, store, signals).await
+    run_with(path, cfg, selection, store, signals).await
 }
 
 async fn run_with(
     path: &Path,
     mut cfg: Config,
+    selection: &Selection,
     store: Store,
     mut signals: Signals,
 ) -> Result<(), DaemonError> {
@@ -213,16 +225,38 @@ async fn run_with(
     // The watchdog has its own token: it goes on pinging until the last drain is over.
     let watchdog_stop = CancellationToken::new();
     let watchdog = tokio::spawn(watchdog(store.clone(), watchdog_stop.clone()));
-    let result = rounds(path, &mut cfg, &store, &mut signals, &stop).await;
+    let result = rounds(path, &mut cfg, selection, &store, &mut signals, &stop).await;
     stop.cancel();
     watchdog_stop.cancel();
     let _ = watchdog.await;
     result
 }
 
+/// Says which sources this instance polls when it does not poll them all.
+fn log_selection(cfg: &Config, selection: &Selection) {
+    if !selection.is_all() || cfg.shard.is_some() {
+        let names: Vec<&str> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(
+            sources = %names.join(", "),
+            shard = %cfg.shard.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+            patterns = %selection.patterns.join(","),
+            "this instance polls only the selected sources"
+        );
+    }
+}
+
+/// The start-up check of the endpoints (NATS streams must exist); warnings are logged.
+async fn preflight(cfg: &Config) -> Result<(), PreflightError> {
+    for w in crate::delivery::preflight(&cfg.endpoints).await? {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
 async fn rounds(
     path: &Path,
     cfg: &mut Config,
+    selection: &Selection,
     store: &Store,
     signals: &mut Signals,
     stop: &CancellationToken,
@@ -256,7 +290,7 @@ async fn rounds(
                     }
                     notify_reloading();
                     tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
-                    match check_reload(path, cfg) {
+                    match check_reload(path, cfg, selection).await {
                         Ok(new) => break new,
                         Err(why) => {
                             tracing::error!("reload rejected, keeping the running configuration: {why}");
@@ -296,14 +330,24 @@ enum ReloadRefused {
     Invalid(#[from] ConfigError),
     #[error("store.path changed; that needs a restart")]
     StorePath,
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
 }
 
-fn check_reload(path: &Path, running: &Config) -> Result<Config, ReloadRefused> {
-    let new = Config::load(path)?;
+async fn check_reload(
+    path: &Path,
+    running: &Config,
+    selection: &Selection,
+) -> Result<Config, ReloadRefused> {
+    let new = Config::load(path)?.select(selection)?;
     if new.store_path != running.store_path {
         return Err(ReloadRefused::StorePath);
     }
     new.log_warnings();
+    preflight(&new).await?;
+    log_selection(&new, selection);
     Ok(new)
 }
 
@@ -435,12 +479,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(&dir);
         let store = App::open_store(&cfg).unwrap();
-        let daemon = tokio::spawn(run_with(
-            Path::new("test.toml"),
-            cfg,
-            store.clone(),
-            Signals::Never,
-        ));
+        let running = store.clone();
+        let daemon = tokio::spawn(async move {
+            run_with(
+                Path::new("test.toml"),
+                cfg,
+                &Selection::default(),
+                running,
+                Signals::Never,
+            )
+            .await
+        });
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             !daemon.is_finished(),

@@ -10,7 +10,7 @@
 //!                          store: snapshot rows + events + one delivery per subscribed endpoint
 //!                                                                            │
 //! delivery worker <── due index (per-booking lane heads) ────────────────────┘
-//!     └─> render v1/v2 ──> sign ──> http send ──> retry::settle ──> group commit (store)
+//!     └─> render v1/v2 ──> sign ──> http send | NATS JetStream publish ──> retry::settle ──> group commit (store)
 //!
 //! booking system's ping ──> ingress (auth, ids) ──> refresh intake: group commit, then 200
 //!     └─> refresh worker (coalesce) ──> source lookup by id ──> poll::refresh: ONE redb write
@@ -29,15 +29,15 @@
 //! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
 //! | [`refresh`]  | pings into lookups: durable group-commit intake, coalescing queue, one worker per source |
 //! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction; `check --probe` |
-//! | [`delivery`] | rendering, one attempt, the delivery worker and group commit, endpoint health |
+//! | [`delivery`] | rendering, one attempt (HTTP or NATS JetStream), the delivery worker and group commit, endpoint health |
 //! | [`source`]   | a source's HTTP client, request building, pagination, page decoding (JSON, XML) |
 //! | [`diff`]     | new / modify / cancel and field-level changes (pure) |
 //! | [`store`]    | every line of redb code: snapshot, events, deliveries, lanes, due index, tokens |
 //! | [`http`]     | outbound HTTP: client builder, credentials and tokens, capped reads, redaction |
-//! | [`config`]   | TOML + `POLLHOOK_` env loading (figment), validation into typed config, secrets |
+//! | [`config`]   | TOML + `POLLHOOK_` env loading (figment), validation into typed config, secrets, which sources an instance polls (`--sources`, `shard`) |
 //! | [`retry`]    | the retry schedule as data and the pure retry decision |
 //! | [`outbox`]   | event and delivery types (plain data) |
-//! | [`template`] | the one `{{ ... }}` template syntax for requests, URLs and bodies (pure) |
+//! | [`template`] | the one `{{ ... }}` template syntax for requests, URLs, bodies and NATS subjects (pure) |
 //! | [`schedule`] | interval and crontab schedules (pure arithmetic) |
 //! | [`signing`]  | Standard Webhooks signatures (pure) |
 //! | [`json`]     | scalar strings, fingerprints, JSON Pointer tokens and edits (pure) |

@@ -67,6 +67,9 @@ pub enum AttemptResult {
     },
     /// Timeout, refused connection, TLS failure...
     Transport,
+    /// A broker acknowledged the message as stored (NATS JetStream's PubAck, a duplicate
+    /// included): delivered, without an HTTP status.
+    Acknowledged,
 }
 
 /// Pure retry decision. `attempts_done` counts the attempt just made; `unit` is a number in
@@ -81,6 +84,9 @@ pub fn decide(
     if let AttemptResult::Status { code, .. } = result
         && (200..300).contains(&code)
     {
+        return Decision::Delivered;
+    }
+    if result == AttemptResult::Acknowledged {
         return Decision::Delivered;
     }
     let Some(base) = policy.schedule.get(attempts_done as usize) else {
@@ -157,6 +163,11 @@ mod tests {
         assert_eq!(
             decide(&p, 1, AttemptResult::Transport, 0, 0.5),
             Decision::RetryAt(5000)
+        );
+        // A broker's acknowledgement is a delivery, even on the last attempt.
+        assert_eq!(
+            decide(&p, 2, AttemptResult::Acknowledged, 0, 0.5),
+            Decision::Delivered
         );
     }
 

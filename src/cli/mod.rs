@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::{Config, LogConfig, LogFormat};
+use crate::config::{Config, LogConfig, LogFormat, Selection, Shard};
 
 pub use generate::{GenerateError, generate};
 pub use logging::init_logging;
@@ -29,6 +29,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which sources this instance polls (for sharding one configuration across instances).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SourceArgs {
+    /// Poll only the sources whose names match one of these shell-style patterns
+    /// (comma-separated or repeated), e.g. 'hotel-*'. Endpoints are delivered as usual.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub sources: Vec<String>,
+    /// Poll only the sources of shard N of M (1 <= N <= M), assigned by a stable hash of their
+    /// names; overrides `shard` in the configuration. E.g. --shard 2/3.
+    #[arg(long, value_name = "N/M", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse()
+}
+
+impl SourceArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            patterns: self.sources.clone(),
+            shard: self.shard,
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -37,6 +63,9 @@ pub enum Command {
         /// Configuration file (TOML); `POLLHOOK_` environment variables override it.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Which sources to poll.
+        #[command(flatten)]
+        select: SourceArgs,
     },
     /// Validate a configuration and exit non-zero with every problem found.
     Check {
@@ -50,6 +79,9 @@ pub enum Command {
         /// With --probe: only this source.
         #[arg(long, value_name = "NAME", requires = "probe")]
         source: Option<String>,
+        /// Which sources `run` would poll with these options (they are listed).
+        #[command(flatten)]
+        select: SourceArgs,
         /// Instead, verify the state file named by `store.path` offline: every page of it, its
         /// schema version and the rows of each table. Exit status 1 when it is corrupt, not a
         /// pollhook state file, missing, or in use by a running pollhook. Never creates,
@@ -62,6 +94,9 @@ pub enum Command {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Which sources to poll.
+        #[command(flatten)]
+        select: SourceArgs,
     },
     /// List deliveries through a running daemon's admin API (dead letters by default).
     Deliveries {
@@ -183,14 +218,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             probe,
             source,
+            select,
             store,
-        } => match Config::load(&config) {
-            Ok(c) if store => Ok(commands::check_store(&c)),
-            Ok(c) if probe => {
+        } => match Config::load(&config).map(|c| {
+            let file_shard = c.shard;
+            (c.select(&select.selection()), file_shard)
+        }) {
+            Ok((Err(e), _)) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+            Ok((Ok(c), _)) if store => Ok(commands::check_store(&c)),
+            Ok((Ok(c), _)) if probe => {
                 print_warnings(&c);
                 commands::probe_sources(&c, source.as_deref()).await
             }
-            Ok(c) => {
+            Ok((Ok(c), file_shard)) => {
                 print_warnings(&c);
                 println!(
                     "{}: OK ({}; {})",
@@ -203,6 +246,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                     counted("endpoint(s)", c.endpoints.iter().map(|e| e.name.clone())),
                 );
+                if !select.selection().is_all() || file_shard.is_some() {
+                    println!(
+                        "selected{}: {}",
+                        c.shard.map(|s| format!(" (shard {s})")).unwrap_or_default(),
+                        c.sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -210,19 +264,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, select } => {
             let cfg = Config::load(&config)?;
             init_logging(&cfg.log);
             cfg.log_warnings();
-            crate::daemon::run(&config, cfg)
+            crate::daemon::run(&config, cfg, &select.selection())
                 .await
                 .with_context(|| format!("running with {}", config.display()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Once { config } => {
-            let cfg = Config::load(&config)?;
+        Command::Once { config, select } => {
+            let cfg = Config::load(&config)?.select(&select.selection())?;
             init_logging(&cfg.log);
             cfg.log_warnings();
+            for w in crate::delivery::preflight(&cfg.endpoints).await? {
+                tracing::warn!("{w}");
+            }
             let app =
                 App::build(cfg).with_context(|| format!("starting with {}", config.display()))?;
             let mut failed = false;

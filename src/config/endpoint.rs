@@ -69,6 +69,10 @@ pub struct EndpointConfig {
     pub url_template: Option<UrlTemplate>,
     /// Beds24-style `[NAME]` variables: name -> JSON Pointer into the booking.
     pub variables: BTreeMap<String, String>,
+    /// For a NATS JetStream endpoint (`type = "nats"`): where and how it publishes. `url` is
+    /// then its first server, and `format`, `method` and `auth` keep their HTTP defaults
+    /// unused.
+    pub nats: Option<super::NatsEndpoint>,
     /// Its credentials in every form a receiver may echo them, to take out of what it answers.
     pub redactor: Redactor,
 }

@@ -17,19 +17,23 @@ use crate::outbox::EventKind;
 
 mod auth;
 mod endpoint;
+mod nats;
 pub mod ping;
 pub mod raw;
 mod secret;
+mod select;
 mod source;
 mod validate;
 
 pub use auth::Auth;
 pub use endpoint::{BodyPreset, EndpointConfig, Format};
+pub use nats::{NatsAuth, NatsEndpoint};
 pub use ping::{
     IdFrom, IngressConfig, PingAuth, PingConfig, PingMethod, PingPreset, SignatureEncoding,
     TokenPlace,
 };
 pub use secret::Secret;
+pub use select::{SelectError, Selection, Shard, shard_of};
 pub use source::{
     ArrayStyle, BodyFormat, FirstPoll, Incremental, ItemsShape, Lookup, OnDisappear, PageStop,
     Pagination, ParamIn, ParamValue, Politeness, ResponseFormat, SourceConfig, SourceMethod,
@@ -123,6 +127,8 @@ pub struct Config {
     /// Settings that are valid but have no effect (e.g. an `[incremental]` table under
     /// `sync = "full"`): `check` prints them and the daemon logs them.
     pub warnings: Vec<Problem>,
+    /// `shard = "N/M"`: this instance polls only the sources of shard N (see [`Config::select`]).
+    pub shard: Option<Shard>,
 }
 
 /// The `[admin]` table alone: what the operator commands need to reach a running daemon.

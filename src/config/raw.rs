@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     pub endpoints: BTreeMap<String, RawEndpoint>,
+    /// `"N/M"`: poll only the sources of shard N of M.
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -271,6 +273,9 @@ pub struct RawPagination {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
+    /// "http" (the default) or "nats".
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub url: Option<String>,
     pub format: Option<String>,
     pub method: Option<String>,
@@ -296,4 +301,10 @@ pub struct RawEndpoint {
     pub body: Option<serde_json::Value>,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    // NATS JetStream endpoints.
+    pub servers: Option<Vec<String>>,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub tls_required: Option<bool>,
+    pub tls_ca_file: Option<PathBuf>,
 }

@@ -1,13 +1,15 @@
-//! One delivery attempt: render the request, add the Standard Webhooks headers and signature,
-//! send it with the endpoint's credentials, keep the start of the answer, and settle the row by
-//! the retry policy. The result is an [`AttemptOutcome`] for the committer.
+//! One delivery attempt: over HTTP, render the request, add the Standard Webhooks headers and
+//! signature, send it with the endpoint's credentials and keep the start of the answer; over NATS,
+//! publish and wait for the acknowledgement (`super::nats`). Either way the row is settled by the
+//! retry policy, the latency is recorded, and the result is an [`AttemptOutcome`] for the
+//! committer.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{EndpointRuntime, RESPONSE_BODY_CAP, render};
+use super::{EndpointRuntime, RESPONSE_BODY_CAP, Transport, render};
 use crate::clock::Clock;
 use crate::http::{self, SendError};
 use crate::outbox::{Attempt, Delivery, Event};
@@ -28,13 +30,37 @@ pub struct AttemptOutcome {
     pub event: Arc<Event>,
 }
 
-/// Makes one attempt of a due item.
+/// Makes one attempt of a due item, over the endpoint's transport; both transports end in the
+/// same latency metric and the same settle by the retry policy.
 pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) -> AttemptOutcome {
     let DueItem { delivery, event } = item;
     let fetched_due_ms = delivery.next_ms;
     let started = Instant::now();
     let at_ms = clock.now_ms();
-    let outcome = |delivery: Delivery, attempt: Attempt, result: AttemptResult| AttemptOutcome {
+    let number = delivery.attempts + 1;
+    let (result, status, error, body, latency) = match &ep.transport {
+        Transport::Http { client, auth } => {
+            http_attempt(ep, client, auth, &event, number, at_ms, clock, started).await
+        }
+        Transport::Nats(nats) => {
+            let p = nats
+                .publish(&ep.cfg, &event, number, clock.now(), at_ms / 1000)
+                .await;
+            let latency = started.elapsed();
+            ep.latency.observe(latency);
+            // A server's error text could quote what it was sent: credentials are taken out.
+            let error = p.error.map(|e| ep.cfg.redactor.redact(&e));
+            (p.result, None, error, p.body, latency)
+        }
+    };
+    let attempt = Attempt {
+        at_ms,
+        status,
+        error,
+        latency_ms: latency.as_millis() as u64,
+        body,
+    };
+    AttemptOutcome {
         // Retry times are measured from when the attempt ended.
         delivery: settle(
             delivery,
@@ -45,34 +71,58 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
             rand::random::<f64>(),
         ),
         fetched_due_ms,
-        event: event.clone(),
-    };
-    let rendered = match render(&ep.cfg, &event, delivery.attempts + 1, clock.now()) {
+        event,
+    }
+}
+
+/// What an attempt produced: the result, the status, the error, the kept body and the latency.
+type Produced = (
+    AttemptResult,
+    Option<u16>,
+    Option<String>,
+    String,
+    std::time::Duration,
+);
+
+/// One HTTP request: render, sign, send with the endpoint's credentials, keep the start of the
+/// answer (the receiver's echo of our credentials taken out). A request that was sent has its
+/// latency recorded; one that could not be rendered has none.
+#[allow(clippy::too_many_arguments)]
+async fn http_attempt(
+    ep: &EndpointRuntime,
+    client: &reqwest::Client,
+    auth: &http::Authorizer,
+    event: &Event,
+    number: u32,
+    at_ms: i64,
+    clock: &Clock,
+    started: Instant,
+) -> Produced {
+    let rendered = match render(&ep.cfg, event, number, clock.now()) {
         Ok(r) => r,
         Err(error) => {
             // A template that cannot be rendered is retried on schedule (fix the config and
             // reload) and ends as a dead letter like any other failure.
             tracing::error!(endpoint = %ep.cfg.name, event = %event.id, error = %Escaped(&error), "cannot render the request");
-            let attempt = Attempt {
-                at_ms,
-                status: None,
-                error: Some(error),
-                latency_ms: 0,
-                body: String::new(),
-            };
-            return outcome(delivery, attempt, AttemptResult::Transport);
+            return (
+                AttemptResult::Transport,
+                None,
+                Some(error),
+                String::new(),
+                std::time::Duration::ZERO,
+            );
         }
     };
-    let headers = headers(ep, &event, at_ms / 1000, &rendered);
+    let headers = headers(ep, event, at_ms / 1000, &rendered);
     // Shared, so a repeat after a 401 does not copy the body.
     let body = bytes::Bytes::from(rendered.body);
     let make = || {
-        ep.http
+        client
             .request(rendered.method.clone(), rendered.url.clone())
             .headers(headers.clone())
             .body(body.clone())
     };
-    let sent = http::send_authorized(&ep.auth, make, http::plain).await;
+    let sent = http::send_authorized(auth, make, http::plain).await;
     // What the receiver answers is kept and listed: its echo of our credentials is not.
     let redactor = &ep.cfg.redactor;
     let (result, status, error, body) = match sent {
@@ -103,14 +153,7 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
     };
     let latency = started.elapsed();
     ep.latency.observe(latency);
-    let attempt = Attempt {
-        at_ms,
-        status,
-        error,
-        latency_ms: latency.as_millis() as u64,
-        body,
-    };
-    outcome(delivery, attempt, result)
+    (result, status, error, body, latency)
 }
 
 /// The endpoint's static headers, the Standard Webhooks set and the content type.

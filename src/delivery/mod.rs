@@ -5,7 +5,8 @@
 //! |------|------|
 //! | [`render`]  | the request for one event and endpoint (pure: v1 ping, v2 body, URL templates) |
 //! | [`presets`] | the v2 body presets (pollhook, Beds24, StayNTouch, Zenoti) |
-//! | `attempt`   | one attempt: headers, signature, send, the [`AttemptOutcome`] |
+//! | `attempt`   | one attempt over the endpoint's transport: headers, signature, send, the [`AttemptOutcome`] |
+//! | `nats`      | NATS JetStream endpoints: the connection, one publish and its PubAck, the start-up check ([`preflight`]) |
 //! | `worker`    | the one delivery path: due scan, in-flight set, spawning, group commit; the daemon loop and `deliver_due` |
 //! | `health`    | endpoint health: failing, 410 disables, counters, the admin report |
 //!
@@ -13,6 +14,7 @@
 
 mod attempt;
 mod health;
+mod nats;
 pub mod presets;
 pub mod render;
 mod worker;
@@ -31,6 +33,7 @@ use crate::store::{Disabled, Store};
 
 pub use attempt::AttemptOutcome;
 pub use health::EndpointReport;
+pub use nats::{PreflightError, preflight};
 pub use render::{Rendered, render, rfc3339};
 pub use worker::RoundReport;
 
@@ -56,12 +59,26 @@ pub enum Notice {
     },
 }
 
-/// One configured endpoint at run time: its client, concurrency permits, credentials, health.
+/// How an endpoint's deliveries leave: an HTTP request, or a NATS JetStream publish.
+// One per endpoint, made once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Transport {
+    /// A webhook: the endpoint's HTTP client and credentials.
+    Http {
+        /// Its own timeouts; redirects never followed.
+        client: reqwest::Client,
+        /// Credentials towards the receiver.
+        auth: Authorizer,
+    },
+    /// A JetStream publish.
+    Nats(nats::NatsTransport),
+}
+
+/// One configured endpoint at run time: its transport, concurrency permits, health.
 struct EndpointRuntime {
     cfg: EndpointConfig,
-    http: reqwest::Client,
+    transport: Transport,
     permits: Arc<Semaphore>,
-    auth: Authorizer,
     health: health::Health,
     /// Where each attempt's latency is recorded.
     latency: Recorder,
@@ -79,8 +96,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds one HTTP client per endpoint (its own timeouts; redirects never followed). Each
-    /// attempt's latency is recorded in `metrics`.
+    /// Builds one HTTP client per HTTP endpoint (its own timeouts; redirects never followed)
+    /// and prepares each NATS endpoint's connection (made on its first delivery). Each
+    /// attempt's latency, over either transport, is recorded in `metrics`.
     pub fn new(
         store: Store,
         clock: Clock,
@@ -91,23 +109,27 @@ impl Dispatcher {
         let tokens: Arc<dyn TokenCache> = Arc::new(store.clone());
         let mut map = HashMap::new();
         for ep in endpoints {
-            let http = crate::http::client(ep.connect_timeout, ep.timeout)
-                .map_err(|e| format!("endpoints.{}: {e}", ep.name))?;
-            let auth = Authorizer::new(
-                ep.auth.clone(),
-                format!("endpoint:{}", ep.name),
-                tokens.clone(),
-                clock.clone(),
-                ep.timeout,
-            )
-            .map_err(|e| format!("endpoints.{}: {e}", ep.name))?;
+            let transport = match &ep.nats {
+                Some(n) => Transport::Nats(nats::NatsTransport::new(ep, n)),
+                None => Transport::Http {
+                    client: crate::http::client(ep.connect_timeout, ep.timeout)
+                        .map_err(|e| format!("endpoints.{}: {e}", ep.name))?,
+                    auth: Authorizer::new(
+                        ep.auth.clone(),
+                        format!("endpoint:{}", ep.name),
+                        tokens.clone(),
+                        clock.clone(),
+                        ep.timeout,
+                    )
+                    .map_err(|e| format!("endpoints.{}: {e}", ep.name))?,
+                },
+            };
             map.insert(
                 ep.name.clone(),
                 Arc::new(EndpointRuntime {
                     cfg: ep.clone(),
-                    http,
+                    transport,
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
-                    auth,
                     health: health::Health::default(),
                     latency: metrics.delivery_latency(&ep.name),
                     in_flight: Mutex::new(Default::default()),

@@ -56,7 +56,7 @@ impl Context for DeliveryContext<'_> {
         match name {
             "event.id" => json(Value::String(e.id.clone())),
             "event.type" => json(Value::String(e.kind.event_type().into())),
-            "event.status" => json(Value::String(e.kind.status_word().into())),
+            "event.status" | "event.kind" => json(Value::String(e.kind.status_word().into())),
             "event.source" => json(Value::String(e.source.clone())),
             "event.booking_id" => json(Value::String(e.booking_id.clone())),
             "event.sequence" => json(Value::from(e.seq)),

@@ -118,10 +118,12 @@ mod beds24;
 pub mod names;
 mod parse;
 mod render;
+mod subject;
 mod tree;
 mod url_template;
 
 pub use beds24::{BEDS24_VARIABLES, from_beds24_brackets};
+pub use subject::{check_subject, subject_token};
 pub use tree::{TemplateTree, check_tree, render_tree};
 pub use url_template::{UrlTemplate, UrlTemplateError};
 
@@ -331,6 +333,8 @@ pub enum Escape {
     UrlComponent,
     /// Escaped for inside a JSON string literal, without the surrounding quotes.
     JsonString,
+    /// Escaped to stay inside one NATS subject token (see [`subject_token`]).
+    SubjectToken,
 }
 
 /// A JSON tree's string templates failed to parse, check or render; `pointer` is the JSON Pointer of the string.

@@ -29,6 +29,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "id",
     "type",
     "status",
+    "kind",
     "source",
     "booking_id",
     "sequence",

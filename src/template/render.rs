@@ -289,6 +289,7 @@ fn escape_into(out: &mut String, s: &str, escape: Escape) {
             }
         }
         Escape::UrlComponent => out.extend(utf8_percent_encode(s, URL_COMPONENT)),
+        Escape::SubjectToken => super::subject::escape_into(out, s),
         Escape::JsonString => {
             for c in s.chars() {
                 match c {

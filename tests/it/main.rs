@@ -20,6 +20,7 @@ mod layout;
 mod messages;
 mod metrics;
 mod migration;
+mod nats;
 mod ping;
 mod pipeline;
 mod poll_failures;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::{FieldKey, Validator};
-use crate::config::{Auth, EndpointConfig, Format, parse_duration, raw};
+use crate::config::{Auth, EndpointConfig, Format, NatsAuth, parse_duration, raw};
 use crate::outbox::EventKind;
 use crate::retry::RetryPolicy;
 use crate::signing::SigningKey;
@@ -42,20 +42,36 @@ impl Validator {
     }
 
     /// One `[endpoints.NAME]` table. The steps run in this order, and an unusable `auth` ends
-    /// the checks there, so problems come out in the same order as ever.
+    /// the checks there, so problems come out in the same order as ever. A NATS endpoint
+    /// (`type = "nats"` or a `nats://` URL) takes its target from [`Validator::nats_endpoint`]
+    /// and has no HTTP method, v1 format or HTTP auth.
     fn endpoint(
         &mut self,
         name: &str,
-        re: raw::RawEndpoint,
+        mut re: raw::RawEndpoint,
         source_names: &BTreeSet<String>,
         defaults: &EndpointDefaults,
     ) -> Option<EndpointConfig> {
         let k = |f: &str| format!("endpoints.{name}.{f}");
         self.name(&format!("endpoints.{name}"), name);
+        let is_nats = self.endpoint_is_nats(&k, re.kind.as_deref(), re.url.as_deref());
         let variables = self.variables(&k, &re.variables);
-        let (url, url_template) = self.endpoint_url(&k("url"), re.url.as_deref(), &variables);
-        let (format, method) =
-            self.format_and_method(&k, re.format.as_deref(), re.method.as_deref());
+        let nats = if is_nats {
+            self.nats_endpoint(&k, &mut re)
+        } else {
+            self.no_nats_keys(&k, &re);
+            None
+        };
+        let (url, url_template) = match &nats {
+            Some(n) => (n.servers.first().and_then(|s| Url::parse(s).ok()), None),
+            None if is_nats => (None, None),
+            None => self.endpoint_url(&k("url"), re.url.as_deref(), &variables),
+        };
+        let (format, method) = if is_nats {
+            (Format::V2, reqwest::Method::POST)
+        } else {
+            self.format_and_method(&k, re.format.as_deref(), re.method.as_deref())
+        };
         let sources = self.routed_sources(&k, re.sources, source_names);
         let events = self.routed_events(&k, re.events);
         let keys = self.signing_keys(&k, &re.secrets);
@@ -86,7 +102,13 @@ impl Validator {
                 &["none", "header", "basic", "bearer", "oauth2"],
             )?,
         };
-        let redactor = super::secret::redactor(&auth, [], [url.as_ref()]);
+        // A NATS endpoint's credentials are redacted like HTTP ones, should a server echo them.
+        let nats_secrets: Vec<&crate::config::Secret> = match nats.as_ref().map(|n| &n.auth) {
+            Some(NatsAuth::Token(s) | NatsAuth::NKey(s) | NatsAuth::Creds(s)) => vec![s],
+            Some(NatsAuth::UserPassword { password, .. }) => vec![password],
+            Some(NatsAuth::None) | None => vec![],
+        };
+        let redactor = super::secret::redactor(&auth, nats_secrets, [url.as_ref()]);
         let methods = self.event_methods(&k, &re.methods);
         let failing_after = self.positive_duration(
             &k("failing_after"),
@@ -95,6 +117,9 @@ impl Validator {
         );
         let (preset, body) = self.payload(&k, format, re.preset.as_deref(), re.body);
         let (bookid_param, status_param) = self.ping_params(&k, re.bookid_param, re.status_param);
+        if is_nats && nats.is_none() {
+            return None;
+        }
         Some(EndpointConfig {
             name: name.to_string(),
             url: url?,
@@ -118,6 +143,7 @@ impl Validator {
             body,
             url_template,
             variables,
+            nats,
             redactor,
         })
     }

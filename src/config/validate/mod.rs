@@ -6,6 +6,7 @@
 mod auth;
 mod endpoint;
 mod general;
+mod nats;
 mod pagination;
 mod ping;
 mod secret;
@@ -53,6 +54,13 @@ impl Validator {
         let defaults = self.delivery(raw.delivery);
         let source_names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
         let endpoints = self.endpoints(raw.endpoints, &source_names, &defaults);
+        let shard = raw.shard.as_deref().and_then(|s| match s.parse() {
+            Ok(shard) => Some(shard),
+            Err(m) => {
+                self.bad("shard", m);
+                None
+            }
+        });
         Some(Config {
             file: file.map(Path::to_path_buf),
             store_path,
@@ -66,6 +74,7 @@ impl Validator {
             sources,
             endpoints,
             warnings: std::mem::take(&mut self.warnings),
+            shard,
         })
     }
 
