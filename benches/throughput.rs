@@ -24,24 +24,12 @@ use pollhook::config::Config;
 use pollhook::delivery::Dispatcher;
 use pollhook::outbox::DeliveryState;
 use pollhook::store::Store;
-use serde_json::{Value, json};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{Rate, cpu, pages, rate};
 
 const CONCURRENCY: usize = 64;
-
-/// CPU time (user + system) of this process so far, from `/proc/self/stat` (clock ticks of 10 ms,
-/// as on every Linux this runs on).
-fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    Duration::from_millis(f.iter().sum::<u64>() * 10)
-}
-const PAGE: u64 = 1000;
 
 async fn sink() -> (String, Arc<AtomicU64>) {
     let hits = Arc::new(AtomicU64::new(0));
@@ -59,56 +47,6 @@ async fn sink() -> (String, Arc<AtomicU64>) {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/hook"), hits)
-}
-
-fn booking(i: u64) -> Value {
-    json!({
-        "id": i, "propertyId": 201, "roomId": 3000 + i % 40, "status": "confirmed",
-        "arrival": "2026-12-01", "departure": "2026-12-04", "numAdult": 2, "numChild": 0,
-        "firstName": "Ada", "lastName": format!("Guest {i}"), "email": format!("g{i}@example.com"),
-        "price": 360.0, "bookingTime": "2026-11-01T10:00:00Z", "modifiedTime": "2026-11-02T10:00:00Z",
-        "comments": "late arrival, needs a cot; paid by card ending 4242",
-    })
-}
-
-/// A page server for `n` bookings, `PAGE` per page, with next links.
-async fn pages(n: u64) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let base = format!("http://{addr}/bookings");
-    let link = base.clone();
-    let app = axum::Router::new().route(
-        "/bookings",
-        axum::routing::get(
-            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
-                let link = link.clone();
-                async move {
-                    let p: u64 = q.get("page").and_then(|s| s.parse().ok()).unwrap_or(0);
-                    let data: Vec<Value> =
-                        (p * PAGE..((p + 1) * PAGE).min(n)).map(booking).collect();
-                    let next = ((p + 1) * PAGE < n).then(|| format!("{link}?page={}", p + 1));
-                    axum::Json(json!({"data": data, "next": next}))
-                }
-            },
-        ),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
-}
-
-/// Deliveries per second and CPU per delivery (µs).
-struct Rate {
-    per_sec: f64,
-    cpu_us: f64,
-}
-
-fn rate(n: u64, wall: Duration, cpu: Duration) -> Rate {
-    Rate {
-        per_sec: n as f64 / wall.as_secs_f64(),
-        cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
-    }
 }
 
 async fn bare_reqwest(url: &str, bodies: Arc<Vec<Vec<u8>>>) -> Rate {
