@@ -93,6 +93,7 @@ url = "{crm}"
 format = "v2"
 secrets = [{{ file = "{secret}" }}]
 max_in_flight = 64
+retry_schedule = ["0s", "1s", "2s", "4s", "8s", "16s"]
 "#,
         store = dir.path().join("state.redb").display(),
         url = sim.bookings_url(),
@@ -283,13 +284,17 @@ async fn sustained(rate: u64, secs: u64) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let drained = started.elapsed();
+    let counts = r.app.counts().await.expect("counts");
     println!(
-        "sustained: {ok} pings answered 2xx, {refused} refused, in {:.1} s ({:.0} pings/s offered, {:.0}/s answered); all committed and delivered after {:.1} s; {delivered} events delivered; bookings whose last event is not their final state: {missing}; pings still waiting: {}",
+        "sustained: {ok} pings answered 2xx, {refused} refused, in {:.1} s ({:.0} pings/s offered, {:.0}/s answered); all committed and delivered after {:.1} s; {delivered} events delivered; bookings whose last event is not their final state: {missing}; pings still waiting: {}; store: {} events, {} deliveries pending, {} dead",
         sending.as_secs_f64(),
         total as f64 / sending.as_secs_f64(),
         ok as f64 / sending.as_secs_f64(),
         drained.as_secs_f64(),
         r.app.ping_backlog(0),
+        counts.events,
+        counts.pending,
+        counts.dead,
     );
     r.cancel.cancel();
 }
@@ -303,8 +308,10 @@ fn main() {
     let rate = env_num("POLLHOOK_PING_RATE", 1000);
     let secs = env_num("POLLHOOK_PING_SECS", 60);
     rt.block_on(async {
-        latency("25ms", samples).await;
-        latency("0s", samples).await;
+        if samples > 0 {
+            latency("25ms", samples).await;
+            latency("0s", samples).await;
+        }
         sustained(rate, secs).await;
     });
 }
