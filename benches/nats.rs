@@ -28,12 +28,11 @@ use pollhook::App;
 use pollhook::clock::Clock;
 use pollhook::config::Config;
 use pollhook::delivery::Dispatcher;
-use pollhook::outbox::DeliveryState;
 use pollhook::store::Store;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rate, cpu, pages, rate};
+use support::{Rate, cpu, drain, pages, rate};
 
 const CONCURRENCY: usize = 64;
 const STREAM: &str = "BENCH";
@@ -212,30 +211,7 @@ async fn delivery(n: u64, server: &Server, run: usize) -> (Rate, Rate) {
         .cached_info()
         .state
         .messages;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let start = Instant::now();
-    let cpu0 = cpu();
-    let task = tokio::spawn(dispatcher.run(cancel.clone(), wake, Duration::from_secs(5)));
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let c = store.counts().expect("counts");
-        if c.pending == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "delivery bench did not finish"
-        );
-    }
-    let ours = rate(n, start.elapsed(), cpu() - cpu0);
-    cancel.cancel();
-    let _ = task.await;
-    let delivered = store
-        .deliveries_in(DeliveryState::Delivered, usize::MAX)
-        .expect("rows")
-        .len() as u64;
-    assert_eq!(delivered, n, "every delivery recorded as delivered");
+    let ours = drain(dispatcher, &store, n).await;
     let after = js
         .get_stream(STREAM)
         .await

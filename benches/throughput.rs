@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pollhook::App;
 use pollhook::clock::Clock;
@@ -27,7 +27,7 @@ use pollhook::store::Store;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rate, cpu, pages, rate};
+use support::{Rate, cpu, drain, pages, rate};
 
 const CONCURRENCY: usize = 64;
 
@@ -151,30 +151,7 @@ async fn delivery(n: u64) -> (Rate, Rate) {
         )
         .expect("dispatcher"),
     );
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let start = Instant::now();
-    let cpu0 = cpu();
-    let task = tokio::spawn(dispatcher.run(cancel.clone(), wake, Duration::from_secs(5)));
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let c = store.counts().expect("counts");
-        if c.pending == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "delivery bench did not finish"
-        );
-    }
-    let ours = rate(n, start.elapsed(), cpu() - cpu0);
-    cancel.cancel();
-    let _ = task.await;
-    let delivered = store
-        .deliveries_in(DeliveryState::Delivered, usize::MAX)
-        .expect("rows")
-        .len() as u64;
-    assert_eq!(delivered, n, "every delivery recorded as delivered");
+    let ours = drain(dispatcher, &store, n).await;
     assert!(hits.load(Ordering::Relaxed) >= n);
     (ours, floor)
 }

@@ -1,7 +1,13 @@
 //! What the delivery benchmarks share: CPU time of this process, a Beds24-shaped booking, a page
-//! server on 127.0.0.1 that serves `n` of them with next links, and the rate figures.
+//! server on 127.0.0.1 that serves `n` of them with next links, the rate figures, and running the
+//! real delivery worker until its queue is empty.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pollhook::delivery::Dispatcher;
+use pollhook::outbox::DeliveryState;
+use pollhook::store::Store;
 
 use serde_json::{Value, json};
 
@@ -69,4 +75,34 @@ pub fn rate(n: u64, wall: Duration, cpu: Duration) -> Rate {
         per_sec: n as f64 / wall.as_secs_f64(),
         cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
     }
+}
+
+/// Runs `dispatcher` (the daemon's delivery worker) until `store` has no pending delivery, then
+/// stops it; checks that all `n` deliveries are recorded as delivered. Its rate and CPU.
+pub async fn drain(dispatcher: Arc<Dispatcher>, store: &Store, n: u64) -> Rate {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let start = Instant::now();
+    let cpu0 = cpu();
+    let task = tokio::spawn(dispatcher.run(cancel.clone(), wake, Duration::from_secs(5)));
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let c = store.counts().expect("counts");
+        if c.pending == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "delivery bench did not finish"
+        );
+    }
+    let ours = rate(n, start.elapsed(), cpu() - cpu0);
+    cancel.cancel();
+    let _ = task.await;
+    let delivered = store
+        .deliveries_in(DeliveryState::Delivered, usize::MAX)
+        .expect("rows")
+        .len() as u64;
+    assert_eq!(delivered, n, "every delivery recorded as delivered");
+    ours
 }
