@@ -85,15 +85,15 @@ impl Metrics {
         )
     }
 
-    /// Counts one ping of `source` by what became of it: `recorded`, `coalesced`, `dropped`,
+    /// Counts `n` pings of `source` by what became of them: `recorded`, `coalesced`, `dropped`,
     /// `rejected_auth`, `rejected_bad_request`, `rejected_backlog`, `rate_limited`.
-    pub fn ping(&self, source: &str, outcome: &'static str) {
+    pub fn pings(&self, source: &str, outcome: &'static str, n: u64) {
         self.pings
             .get_or_create(&vec![
                 ("source", source.to_string()),
                 ("outcome", outcome.to_string()),
             ])
-            .inc();
+            .inc_by(n);
     }
 
     /// Adds the histograms and `pollhook_build_info` to `registry`.

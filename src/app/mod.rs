@@ -146,13 +146,11 @@ impl Observer for Reporter {
     }
 
     fn coalesced(&self, source: &str) {
-        self.metrics.ping(source, "coalesced");
+        self.metrics.pings(source, "coalesced", 1);
     }
 
     fn dropped(&self, source: &str, pings: usize) {
-        for _ in 0..pings {
-            self.metrics.ping(source, "dropped");
-        }
+        self.metrics.pings(source, "dropped", pings as u64);
     }
 }
 

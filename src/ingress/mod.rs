@@ -32,6 +32,8 @@ struct Route {
     source: usize,
     name: String,
     ping: PingConfig,
+    /// `auth.in = "path"`: the token is one more segment after the path.
+    token_in_path: bool,
 }
 
 struct Ingress {
@@ -50,10 +52,10 @@ struct Matched {
 }
 
 /// The route `path` belongs to: the exact path, or for a token in the path, the path and one
-/// more segment.
-fn find(routes: &[(&str, bool)], path: &str) -> Option<Matched> {
-    for (i, (p, token_in_path)) in routes.iter().enumerate() {
-        if *token_in_path {
+/// more segment. `routes` are (path, token in path) pairs.
+fn find<'a>(routes: impl IntoIterator<Item = (&'a str, bool)>, path: &str) -> Option<Matched> {
+    for (i, (p, token_in_path)) in routes.into_iter().enumerate() {
+        if token_in_path {
             if let Some(rest) = path.strip_prefix(p).and_then(|r| r.strip_prefix('/'))
                 && !rest.contains('/')
             {
@@ -65,13 +67,13 @@ fn find(routes: &[(&str, bool)], path: &str) -> Option<Matched> {
                     token: Some(token),
                 });
             }
-            if path == *p {
+            if path == p {
                 return Some(Matched {
                     route: i,
                     token: None,
                 });
             }
-        } else if path == *p {
+        } else if path == p {
             return Some(Matched {
                 route: i,
                 token: None,
@@ -95,6 +97,13 @@ pub async fn serve(listener: TcpListener, app: App, cancel: CancellationToken) {
             s.ping.as_ref().map(|p| Route {
                 source: i,
                 name: s.name.clone(),
+                token_in_path: matches!(
+                    &p.auth,
+                    PingAuth::Token {
+                        place: TokenPlace::Path,
+                        ..
+                    }
+                ),
                 ping: p.clone(),
             })
         })
@@ -184,21 +193,11 @@ impl Ingress {
     }
 
     async fn handle_in_time(&self, peer: SocketAddr, req: Request<Incoming>) -> Reply {
-        let paths: Vec<(&str, bool)> = self
+        let routes = self
             .routes
             .iter()
-            .map(|r| {
-                let in_path = matches!(
-                    &r.ping.auth,
-                    PingAuth::Token {
-                        place: TokenPlace::Path,
-                        ..
-                    }
-                );
-                (r.ping.path.as_str(), in_path)
-            })
-            .collect();
-        let Some(matched) = find(&paths, req.uri().path()) else {
+            .map(|r| (r.ping.path.as_str(), r.token_in_path));
+        let Some(matched) = find(routes, req.uri().path()) else {
             return error(StatusCode::NOT_FOUND, "no ping path here");
         };
         let route = &self.routes[matched.route];
@@ -234,7 +233,7 @@ impl Ingress {
             .unwrap_or_else(|e| e.into_inner())
             .blocked(peer.ip(), now);
         if let Some(wait) = blocked {
-            metrics.ping(&route.name, "rate_limited");
+            metrics.pings(&route.name, "rate_limited", 1);
             return retry_after(
                 error(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -255,7 +254,7 @@ impl Ingress {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.cfg.max_body as u64) {
-            metrics.ping(&route.name, "rejected_bad_request");
+            metrics.pings(&route.name, "rejected_bad_request", 1);
             return too_large();
         }
         let query = req.uri().query().unwrap_or("").to_string();
@@ -263,7 +262,7 @@ impl Ingress {
         let body = match Limited::new(body, self.cfg.max_body).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                metrics.ping(&route.name, "rejected_bad_request");
+                metrics.pings(&route.name, "rejected_bad_request", 1);
                 return too_large();
             }
             Err(_) => {
@@ -282,7 +281,7 @@ impl Ingress {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .failed(peer.ip(), now);
-            metrics.ping(&route.name, "rejected_auth");
+            metrics.pings(&route.name, "rejected_auth", 1);
             tracing::warn!(source = %route.name, path = %route.ping.path, peer = %peer.ip(), reason = %denied, "ping refused: authentication failed");
             let mut r = error(StatusCode::UNAUTHORIZED, "authentication failed");
             if matches!(route.ping.auth, PingAuth::Basic { .. }) {
@@ -296,13 +295,13 @@ impl Ingress {
         let ids = match ids::extract(&route.ping.id, &query, &body) {
             Ok(ids) => ids,
             Err(e) => {
-                metrics.ping(&route.name, "rejected_bad_request");
+                metrics.pings(&route.name, "rejected_bad_request", 1);
                 tracing::warn!(source = %route.name, reason = %Escaped(&e), "ping refused: malformed");
                 return error(StatusCode::BAD_REQUEST, e);
             }
         };
         if self.app.ping_backlog(route.source) + ids.len() > self.cfg.backlog {
-            metrics.ping(&route.name, "rejected_backlog");
+            metrics.pings(&route.name, "rejected_backlog", 1);
             tracing::warn!(source = %route.name, backlog = self.cfg.backlog, "ping refused: the backlog of pings waiting for lookups is full (polling goes on)");
             return retry_after(
                 error(
@@ -316,7 +315,7 @@ impl Ingress {
         match self.app.record_pings(route.source, ids).await {
             Ok(()) => {
                 for _ in 0..n {
-                    metrics.ping(&route.name, "recorded");
+                    metrics.pings(&route.name, "recorded", 1);
                 }
                 reply(StatusCode::OK, serde_json::json!({ "recorded": n }))
             }
@@ -335,13 +334,13 @@ mod tests {
     #[test]
     fn paths_match_exactly_or_with_one_token_segment() {
         let routes = [("/ping/beds24", false), ("/ping/pretix", true)];
-        assert_eq!(find(&routes, "/ping/beds24").map(|m| m.route), Some(0));
-        assert!(find(&routes, "/ping/beds24/x").is_none());
-        assert!(find(&routes, "/ping/beds2").is_none());
-        let m = find(&routes, "/ping/pretix/s%20t").unwrap();
+        assert_eq!(find(routes, "/ping/beds24").map(|m| m.route), Some(0));
+        assert!(find(routes, "/ping/beds24/x").is_none());
+        assert!(find(routes, "/ping/beds2").is_none());
+        let m = find(routes, "/ping/pretix/s%20t").unwrap();
         assert_eq!((m.route, m.token.as_deref()), (1, Some("s t")));
-        assert_eq!(find(&routes, "/ping/pretix").unwrap().token, None);
-        assert!(find(&routes, "/ping/pretix/a/b").is_none());
-        assert!(find(&routes, "/").is_none());
+        assert_eq!(find(routes, "/ping/pretix").unwrap().token, None);
+        assert!(find(routes, "/ping/pretix/a/b").is_none());
+        assert!(find(routes, "/").is_none());
     }
 }
