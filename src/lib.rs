@@ -28,7 +28,7 @@
 //! | [`ingress`]  | the listener booking systems ping: routes, sender authentication, ids, rate limits; records through `App` |
 //! | [`app`]      | wiring, the pipeline's tasks, per-source health, test hooks (`poll_now`, `deliver_due`, `clock`) |
 //! | [`refresh`]  | pings into lookups: durable group-commit intake, coalescing queue, one worker per source |
-//! | [`poll`]     | one poll cycle: fetch, diff, commit in one transaction; `check --probe` |
+//! | [`poll`]     | one poll cycle: fetch and stage page by page, diff, promote once every page is in; `check --probe` |
 //! | [`delivery`] | rendering, one attempt (HTTP or NATS JetStream), the delivery worker and group commit, endpoint health |
 //! | [`source`]   | a source's HTTP client, request building, pagination, page decoding (JSON, XML) |
 //! | [`diff`]     | new / modify / cancel and field-level changes (pure) |
@@ -44,6 +44,7 @@
 //! | [`clock`]    | the one injectable wall clock |
 //! | [`text`]     | text from outside made safe to keep and show: secrets redacted, control characters escaped for logs (pure) |
 //! | [`metrics`]  | the metrics recorded as things happen (poll-duration and delivery-latency histograms, build info): one shared handle |
+//! | [`memory`]   | freed heap handed back to the operating system after a poll |
 
 pub mod admin;
 pub mod app;
@@ -57,6 +58,7 @@ pub mod diff;
 pub mod http;
 pub mod ingress;
 pub mod json;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod poll;

@@ -92,6 +92,12 @@ impl Booking {
         Ok(Booking { raw, parsed })
     }
 
+    /// Drops the parsed copy, keeping only the text (a parsed document takes several times the
+    /// memory of its JSON); [`Booking::value`] parses it again when asked.
+    pub fn shed_value(&mut self) {
+        self.parsed = OnceLock::new();
+    }
+
     /// The JSON text.
     pub fn json(&self) -> &str {
         self.raw.get()

@@ -324,6 +324,9 @@ impl App {
         let took = started.elapsed();
         self.inner.poll_timers[i].observe(took);
         self.after_poll(&rt, &result, took);
+        // A poll's pages, index and seen-set are freed by now: give them back to the kernel, so
+        // the daemon idles at its working set, not at the last poll's peak.
+        crate::memory::release_free_memory();
         result
     }
 

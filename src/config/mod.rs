@@ -46,9 +46,11 @@ use validate::Validator;
 /// (`POLLHOOK_SOURCES__HOTEL__URL` overrides `[sources.hotel] url`).
 pub const ENV_PREFIX: &str = "POLLHOOK_";
 
-/// The default `store.cache_size`: redb's page cache. Enough for the compact snapshot rows of a
-/// few hundred thousand bookings and the delivery queue's hot pages, small enough for a sidecar.
-pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+/// The default `store.cache_size`: redb's page cache. Enough for the delivery queue's hot pages
+/// and the tree's upper levels; a full poll reads the compact snapshot rows once, in order, and
+/// documents only of changed bookings, so a larger cache buys little there (docs/PERFORMANCE.md)
+/// and would stay resident while the daemon idles.
+pub const DEFAULT_CACHE_SIZE: usize = 8 * 1024 * 1024;
 
 /// One problem found in the configuration, tied to the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,15 @@
 //! One poll of one source, a page at a time: each page is decoded, compared with the snapshot and
 //! staged before the next is fetched; when the last page is in (and what vanished is decided),
-//! everything staged becomes snapshot rows, events and deliveries in ONE transaction. Memory holds
-//! one page, what it changed, and the ids seen. A poll that is interrupted (crash, restart,
-//! reload, SIGTERM) continues from the page after the last one staged.
+//! everything staged becomes snapshot rows, events and deliveries, a bounded chunk per
+//! transaction; nothing becomes visible before every page succeeded. Memory holds one page, what
+//! it changed, and the ids seen. A poll that is interrupted (crash, restart, reload, SIGTERM)
+//! continues from the page after the last one staged, or with the rest of its promotion.
 //!
 //! | file | owns |
 //! |------|------|
 //! | this file    | the cycle: resume or start, pages, disappearances, promotion, and giving up |
 //! | `page`       | one page: decode, compare, stage |
-//! | `promote`    | turning staged changes into rows, events and deliveries (one transaction) |
+//! | `promote`    | turning staged changes into rows, events and deliveries (chunk by chunk) |
 //! | `checkpoint` | what is kept to resume a poll |
 //! | `index`      | the snapshot's compact rows in memory for full polls; id hashes |
 //! | `watermark`  | watermarks from the source's clock or data |
@@ -176,10 +177,7 @@ pub async fn poll(
         }
     };
     let (rt2, store2) = (rt.clone(), store.clone());
-    let report = blocking(move || {
-        store2.promote(&rt2.cfg.name, |p| promote::apply(p, &rt2, &run, held_back))
-    })
-    .await??;
+    let report = blocking(move || promote::apply(&store2, &rt2, &run, held_back)).await??;
     Ok(report)
 }
 
@@ -199,6 +197,8 @@ async fn start(
         Ok(cp) if cp.config != rt.config_print => {
             "the source's configuration changed since it began".to_string()
         }
+        // Every page is in: what is left is its promotion, however long ago it began.
+        Ok(cp) if cp.pager.done => return resume(rt, store, cp, state).await,
         Ok(cp) if clock.now_ms() - cp.started_ms > rt.cfg.resume_within.as_millis() as i64 => {
             format!(
                 "it began more than sources.{}.resume_within ({}) ago",

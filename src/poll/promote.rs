@@ -1,5 +1,5 @@
-//! Promotion: turning a poll's staged changes into snapshot rows, events and deliveries, inside
-//! the one transaction [`crate::store::Store::promote`] opens. Each change is decided against the
+//! Promotion: turning a poll's staged changes into snapshot rows, events and deliveries, a
+//! chunk at a time through [`crate::store::Store::promote`]. Each change is decided against the
 //! row as it is at that moment, not as it was when the page was staged.
 
 use super::page::Run;
@@ -8,24 +8,40 @@ use super::{PollReport, watermark};
 use crate::config::{FirstPoll, OnDisappear};
 use crate::outbox::EventKind;
 use crate::source::PollKind;
-use crate::store::{Promotion, SnapRow, SourceState, Staged, StagedOp, StoreError};
+use crate::store::{Promotion, SnapRow, SourceState, Staged, StagedOp, Store, StoreError};
 
 /// Applies every staged change and the source's new state; returns the report.
 pub(super) fn apply(
-    p: &mut Promotion<'_>,
+    store: &Store,
     rt: &SourceRuntime,
     run: &Run,
     held_back: usize,
 ) -> Result<PollReport, StoreError> {
     let cfg = &rt.cfg;
     let cp = &run.cp;
-    let state = p.state()?;
+    let state = store.source_state(&cfg.name)?;
     let baseline = state.is_none() && cfg.first_poll == FirstPoll::Baseline;
     // A baseline creates no events, so the order changes are applied in does not matter.
     let started_us = cp.started_ms.saturating_mul(1000);
-    p.for_each_staged(!baseline, |p, id, staged| {
-        one(p, rt, id, staged, baseline, started_us)
-    })?;
+    store.promote(
+        &cfg.name,
+        !baseline,
+        |p, id, staged| one(p, rt, id, staged, baseline, started_us),
+        |p| last(p, rt, run, state, baseline, held_back),
+    )
+}
+
+/// The last step of a promotion: the source's new state, and the report.
+fn last(
+    p: &mut Promotion<'_>,
+    rt: &SourceRuntime,
+    run: &Run,
+    state: Option<SourceState>,
+    baseline: bool,
+    held_back: usize,
+) -> Result<PollReport, StoreError> {
+    let cfg = &rt.cfg;
+    let cp = &run.cp;
     let previous_watermark = state.as_ref().and_then(|s| s.watermark_ms);
     let mut next = state.unwrap_or(SourceState {
         first_poll_ms: cp.started_ms,

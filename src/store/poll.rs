@@ -24,8 +24,10 @@ const DICT_MIN_SAMPLES: usize = 32;
 const DICT_SIZE: usize = 16 * 1024;
 /// Documents sampled for training.
 const DICT_MAX_SAMPLES: usize = 2000;
-/// Staged rows handled per chunk during promotion (bounds memory when order does not matter).
-const PROMOTE_CHUNK: usize = 4096;
+/// Staged changes promoted per write transaction (bounds its memory and copy-on-write pages).
+pub(super) const PROMOTE_CHUNK: usize = 1024;
+/// Chunks of a promotion without events are fsynced at least this often.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most events a promotion hands back for logs and watchers; the rest are only counted.
 pub const REPORTED_EVENTS: usize = 10_000;
 
@@ -214,18 +216,29 @@ impl Store {
         })
     }
 
-    /// Promotes the staged poll of `source` in ONE write transaction: `f` decides every staged
-    /// change through the [`Promotion`] (snapshot rows, events, deliveries, source state); then
-    /// the staging area of `source` is cleared. Nothing is visible unless this commits.
+    /// Promotes the staged poll of `source`, a chunk of staged changes per write transaction:
+    /// `decide` is called with each staged change (in detection order when `in_order`, else in
+    /// key order) and writes its snapshot row, events and deliveries through the
+    /// [`Promotion`]; the change leaves the staging area in the same transaction, so a crash
+    /// between chunks loses nothing and repeats nothing: the staged poll is complete (every
+    /// page succeeded), and the next run promotes what is left. The last transaction also calls
+    /// `last` (the source's new state) and clears the checkpoint and the seen pages.
+    ///
+    /// A chunk that created events is fsynced before the next one starts, so no event can be
+    /// delivered and then lost; chunks without events (a baseline) are fsynced every
+    /// [`DURABLE_EVERY`], the last one always. Bounded chunks keep the memory and the
+    /// copy-on-write pages of one transaction bounded, whatever the number of changes.
     pub fn promote<T>(
         &self,
         source: &str,
-        f: impl FnOnce(&mut Promotion<'_>) -> Result<T>,
+        in_order: bool,
+        mut decide: impl FnMut(&mut Promotion<'_>, &str, Staged) -> Result<()>,
+        last: impl FnOnce(&mut Promotion<'_>) -> Result<T>,
     ) -> Result<T> {
         self.guard(|| {
-            let txn = self.db.begin_write()?;
-            let out = {
-                let generation = match txn.open_table(PROGRESS)?.get(source)? {
+            let generation = {
+                let txn = self.db.begin_read()?;
+                match txn.open_table(PROGRESS)?.get(source)? {
                     Some(v) => split_progress(v.value())?.0,
                     None => {
                         return Err(StoreError::Corrupt {
@@ -233,15 +246,72 @@ impl Store {
                             reason: format!("no staged poll of {source} to promote"),
                         });
                     }
-                };
-                let mut p = Promotion::new(&txn, source, generation)?;
-                let out = f(&mut p)?;
-                p.finish()?;
-                out
+                }
             };
-            txn.commit()?;
-            Ok(out)
+            let mut ordered = if in_order {
+                Some(self.staged_in_order(source)?)
+            } else {
+                None
+            };
+            let mut carried = Emitted::default();
+            let mut last_durable = std::time::Instant::now();
+            let mut last = Some(last);
+            loop {
+                let mut txn = self.db.begin_write()?;
+                let (done, emitted, out) = {
+                    let mut p = Promotion::new(&txn, source, generation)?;
+                    p.emitted = std::mem::take(&mut carried);
+                    let before = p.emitted.total;
+                    let keys = match &mut ordered {
+                        Some(q) => q.drain(..q.len().min(PROMOTE_CHUNK)).collect(),
+                        None => p.first_staged(PROMOTE_CHUNK)?,
+                    };
+                    let done = match &ordered {
+                        Some(q) => q.is_empty(),
+                        None => keys.len() < PROMOTE_CHUNK,
+                    };
+                    for key in &keys {
+                        p.promote_one(key, &mut decide)?;
+                    }
+                    let emitted = p.emitted.total > before;
+                    let out = match last.take() {
+                        Some(last) if done => Some(p.finish(last)?),
+                        not_yet => {
+                            last = not_yet;
+                            None
+                        }
+                    };
+                    carried = std::mem::take(&mut p.emitted);
+                    (done, emitted, out)
+                };
+                let durable = done || emitted || last_durable.elapsed() >= DURABLE_EVERY;
+                if !durable && txn.set_durability(Durability::None).is_err() {
+                    tracing::debug!("non-durable commit refused; committing the chunk durably");
+                }
+                txn.commit()?;
+                if durable {
+                    last_durable = std::time::Instant::now();
+                }
+                if let Some(out) = out {
+                    return Ok(out);
+                }
+            }
         })
+    }
+
+    /// The staging keys of `source` in detection order (held in memory: a key and an order a
+    /// staged change).
+    fn staged_in_order(&self, source: &str) -> Result<std::collections::VecDeque<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STAGING)?;
+        let (lo, hi) = source_range(source);
+        let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+        for entry in t.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = entry?;
+            all.push((Staged::decode(v.value())?.order, k.value().to_vec()));
+        }
+        all.sort_unstable_by_key(|(order, _)| *order);
+        Ok(all.into_iter().map(|(_, k)| k).collect())
     }
 }
 
@@ -378,8 +448,16 @@ pub struct Promotion<'t> {
     txn: &'t WriteTransaction,
     reader: DocReader,
     writer: Option<DocWriter>,
-    emitted: Vec<Event>,
-    emitted_total: usize,
+    emitted: Emitted,
+}
+
+/// The events a promotion created so far, carried from chunk to chunk.
+#[derive(Default)]
+struct Emitted {
+    /// The first [`REPORTED_EVENTS`] of them.
+    events: Vec<Event>,
+    /// How many there were.
+    total: usize,
 }
 
 impl<'t> Promotion<'t> {
@@ -403,8 +481,7 @@ impl<'t> Promotion<'t> {
             txn,
             reader: DocReader::default(),
             writer: None,
-            emitted: Vec::new(),
-            emitted_total: 0,
+            emitted: Emitted::default(),
         })
     }
 
@@ -430,52 +507,42 @@ impl<'t> Promotion<'t> {
         Ok(())
     }
 
-    /// Calls `f` with every staged change, in detection order when `in_order` (which holds the
-    /// staged keys in memory), else in key order a chunk at a time.
-    pub fn for_each_staged(
-        &mut self,
-        in_order: bool,
-        mut f: impl FnMut(&mut Self, &str, Staged) -> Result<()>,
-    ) -> Result<()> {
+    /// The first `n` staging keys of this source, in key order.
+    fn first_staged(&self, n: usize) -> Result<Vec<Vec<u8>>> {
         let (lo, hi) = source_range(&self.source);
-        if in_order {
-            let mut all: Vec<(u64, Vec<u8>, Staged)> = Vec::new();
-            for entry in self.staging.range(lo.as_slice()..hi.as_slice())? {
-                let (k, v) = entry?;
-                let s = Staged::decode(v.value())?;
-                all.push((s.order, k.value().to_vec(), s));
+        let mut keys = Vec::with_capacity(n);
+        for entry in self.staging.range(lo.as_slice()..hi.as_slice())? {
+            keys.push(entry?.0.value().to_vec());
+            if keys.len() == n {
+                break;
             }
-            all.sort_by_key(|(order, _, _)| *order);
-            for (_, key, s) in all {
-                let id = key_id("staging_v1", &key)?.to_string();
-                f(self, &id, s)?;
-            }
-            return Ok(());
         }
-        let mut from = lo;
-        loop {
-            let mut chunk: Vec<(Vec<u8>, Staged)> = Vec::with_capacity(PROMOTE_CHUNK);
-            for entry in self.staging.range(from.as_slice()..hi.as_slice())? {
-                let (k, v) = entry?;
-                chunk.push((k.value().to_vec(), Staged::decode(v.value())?));
-                if chunk.len() == PROMOTE_CHUNK {
-                    break;
-                }
-            }
-            let Some((last, _)) = chunk.last() else {
-                return Ok(());
-            };
-            let mut next = last.clone();
-            next.push(0);
-            for (key, s) in &chunk {
-                let id = key_id("staging_v1", key)?.to_string();
-                f(self, &id, s.clone())?;
-            }
-            if chunk.len() < PROMOTE_CHUNK {
-                return Ok(());
-            }
-            from = next;
+        Ok(keys)
+    }
+
+    /// Takes one staged change out of the staging area and lets `decide` apply it; a document
+    /// it staged that did not become the snapshot's is dropped.
+    fn promote_one(
+        &mut self,
+        key: &[u8],
+        decide: &mut impl FnMut(&mut Self, &str, Staged) -> Result<()>,
+    ) -> Result<()> {
+        let staged = match self.staging.remove(key)? {
+            Some(v) => Staged::decode(v.value())?,
+            None => return Ok(()),
+        };
+        let id = key_id("staging_v1", key)?.to_string();
+        let has_doc = matches!(staged.op, StagedOp::Doc { .. } | StagedOp::Found { .. });
+        decide(self, &id, staged)?;
+        if has_doc
+            && self
+                .row(&id)?
+                .is_none_or(|r| r.generation != self.generation)
+        {
+            self.docs
+                .remove((self.source.as_str(), id.as_str(), self.generation))?;
         }
+        Ok(())
     }
 
     /// The snapshot row of a booking.
@@ -612,57 +679,31 @@ impl<'t> Promotion<'t> {
                 self.due.insert((*ep, d.next_ms, seq), ())?;
             }
         }
-        self.emitted_total += 1;
-        if self.emitted.len() < REPORTED_EVENTS {
-            self.emitted.push(event);
+        self.emitted.total += 1;
+        if self.emitted.events.len() < REPORTED_EVENTS {
+            // Held until the promotion ends: as text, not as a parsed document.
+            let mut event = event;
+            event.booking.shed_value();
+            self.emitted.events.push(event);
         }
         Ok(())
     }
 
     /// The events created so far (at most [`REPORTED_EVENTS`]) and how many there were.
     pub fn take_emitted(&mut self) -> (Vec<Event>, usize) {
-        (std::mem::take(&mut self.emitted), self.emitted_total)
+        let e = std::mem::take(&mut self.emitted);
+        (e.events, e.total)
     }
 
-    /// Drops documents staged but not taken into the snapshot, then clears the staging area,
-    /// the seen pages and the checkpoint of this source.
-    fn finish(self) -> Result<()> {
-        let Promotion {
-            source,
-            generation,
-            snapshot,
-            mut docs,
-            mut staging,
-            txn,
-            ..
-        } = self;
-        let (lo, hi) = source_range(&source);
-        let mut unused = Vec::new();
-        for entry in staging.range(lo.as_slice()..hi.as_slice())? {
-            let (k, v) = entry?;
-            if matches!(
-                Staged::decode(v.value())?.op,
-                StagedOp::Doc { .. } | StagedOp::Found { .. }
-            ) {
-                let id = key_id("staging_v1", k.value())?.to_string();
-                let taken = match snapshot.get(booking_key(&source, &id).as_slice())? {
-                    Some(r) => SnapRow::decode(r.value())?.generation == generation,
-                    None => false,
-                };
-                if !taken {
-                    unused.push(id);
-                }
-            }
-        }
-        for id in &unused {
-            docs.remove((source.as_str(), id.as_str(), generation))?;
-        }
-        staging.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
-        txn.open_table(SEEN)?.retain_in(
-            (source.as_str(), 0u32)..=(source.as_str(), u32::MAX),
-            |_, _| false,
-        )?;
-        txn.open_table(PROGRESS)?.remove(source.as_str())?;
-        Ok(())
+    /// The end of a promotion: `last` records the source's state, then the checkpoint and the
+    /// seen pages of this source go (the staging area is empty by now).
+    fn finish<T>(&mut self, last: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let out = last(self)?;
+        let source = self.source.as_str();
+        self.txn
+            .open_table(SEEN)?
+            .retain_in((source, 0u32)..=(source, u32::MAX), |_, _| false)?;
+        self.txn.open_table(PROGRESS)?.remove(source)?;
+        Ok(out)
     }
 }

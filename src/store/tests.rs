@@ -14,17 +14,22 @@ fn store() -> (tempfile::TempDir, Store) {
 fn emit(s: &Store, booking: &str, eps: &[&str], now: i64) -> Vec<Event> {
     let eps: Vec<(&str, i64)> = eps.iter().map(|e| (*e, 0)).collect();
     s.begin_poll("src", b"cp").unwrap();
-    s.promote("src", |t| {
-        t.emit(
-            EventKind::New,
-            booking,
-            json!({"id": booking}),
-            vec![],
-            &eps,
-            now,
-        )?;
-        Ok(t.take_emitted().0)
-    })
+    s.promote(
+        "src",
+        false,
+        |_, _, _| Ok(()),
+        |t| {
+            t.emit(
+                EventKind::New,
+                booking,
+                json!({"id": booking}),
+                vec![],
+                &eps,
+                now,
+            )?;
+            Ok(t.take_emitted().0)
+        },
+    )
     .unwrap()
 }
 
@@ -52,12 +57,14 @@ fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
         .map(|(i, (id, d))| staged_doc(id, d.clone(), i as u64))
         .collect();
     s.stage_page(source, &ops, None, b"cp2", false).unwrap();
-    s.promote(source, |p| {
-        let generation = p.generation();
-        p.for_each_staged(true, |p, id, st| {
+    s.promote(
+        source,
+        true,
+        |p, id, st| {
             let StagedOp::Doc { fingerprint, .. } = st.op else {
                 panic!()
             };
+            let generation = p.generation();
             p.put_row(
                 id,
                 &SnapRow {
@@ -68,8 +75,9 @@ fn store_docs(s: &Store, source: &str, docs: &[(&str, serde_json::Value)]) {
                     observed_us: st.observed_us,
                 },
             )
-        })
-    })
+        },
+        |_| Ok(()),
+    )
     .unwrap();
 }
 
@@ -167,20 +175,25 @@ fn a_failed_poll_commits_nothing() {
         s.booking("src", "b1").unwrap().is_none(),
         "staged is not visible"
     );
-    let r: Result<()> = s.promote("src", |t| {
-        t.put_row(
-            "b1",
-            &SnapRow {
-                fingerprint: 1,
-                cancelled: false,
-                outside: false,
-                generation: t.generation(),
-                observed_us: 0,
-            },
-        )?;
-        t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)], 1)?;
-        Err(StoreError::Task("boom".into()))
-    });
+    let r: Result<()> = s.promote(
+        "src",
+        false,
+        |_, _, _| Ok(()),
+        |t| {
+            t.put_row(
+                "b1",
+                &SnapRow {
+                    fingerprint: 1,
+                    cancelled: false,
+                    outside: false,
+                    generation: t.generation(),
+                    observed_us: 0,
+                },
+            )?;
+            t.emit(EventKind::New, "b1", json!({}), vec![], &[("ep", 0)], 1)?;
+            Err(StoreError::Task("boom".into()))
+        },
+    );
     assert!(r.is_err());
     assert!(s.booking("src", "b1").unwrap().is_none());
     assert!(s.events().unwrap().is_empty());
@@ -189,6 +202,73 @@ fn a_failed_poll_commits_nothing() {
         s.checkpoint("src").unwrap().is_some(),
         "the staged poll is still there to resume"
     );
+}
+
+/// Promotes every staged change of "src" as a new booking with one event, in detection order;
+/// fails at the change numbered `fail_at`.
+fn promote_news(s: &Store, fail_at: Option<u64>) -> Result<usize> {
+    s.promote(
+        "src",
+        true,
+        |p, id, st| {
+            if Some(st.order) == fail_at {
+                return Err(StoreError::Task("disk full".into()));
+            }
+            let StagedOp::Doc { fingerprint, .. } = st.op else {
+                panic!()
+            };
+            let generation = p.generation();
+            let row = SnapRow {
+                fingerprint,
+                cancelled: false,
+                outside: false,
+                generation,
+                observed_us: st.observed_us,
+            };
+            p.put_row(id, &row)?;
+            let doc = p.doc(id, generation)?;
+            p.emit(EventKind::New, id, doc, vec![], &[("ep", 0)], 1)
+        },
+        |p| Ok(p.take_emitted().1),
+    )
+}
+
+#[test]
+fn a_promotion_interrupted_between_chunks_resumes_without_loss_or_repeats() {
+    let (_d, s) = store();
+    let n = 2 * super::poll::PROMOTE_CHUNK as u64 + 500;
+    s.begin_poll("src", b"cp").unwrap();
+    // Staged in reverse key order, so detection order and key order differ.
+    let ops: Vec<PageOp> = (0..n)
+        .map(|i| staged_doc(&format!("{:05}", n - i), json!({"v": i}), i))
+        .collect();
+    s.stage_page("src", &ops, None, b"cp2", true).unwrap();
+    let fail_at = super::poll::PROMOTE_CHUNK as u64 + 7;
+    assert!(promote_news(&s, Some(fail_at)).is_err());
+    // The first chunk is committed, the failed one is not, the rest is still staged.
+    let events = s.events().unwrap();
+    assert_eq!(events.len(), super::poll::PROMOTE_CHUNK);
+    let mut left = 0;
+    s.staged_ids("src", |_| left += 1).unwrap();
+    assert_eq!(left as u64, n - super::poll::PROMOTE_CHUNK as u64);
+    assert!(s.checkpoint("src").unwrap().is_some(), "still to finish");
+    // The next run promotes what is left: every change exactly once, in detection order.
+    assert_eq!(
+        promote_news(&s, None).unwrap() as u64,
+        n - super::poll::PROMOTE_CHUNK as u64
+    );
+    let events = s.events().unwrap();
+    let ids: Vec<String> = events.iter().map(|e| e.booking_id.clone()).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("{:05}", n - i)).collect();
+    assert_eq!(ids, expected);
+    assert!(s.checkpoint("src").unwrap().is_none());
+    let mut left = 0;
+    s.staged_ids("src", |_| left += 1).unwrap();
+    assert_eq!(left, 0);
+    for (i, id) in expected.iter().enumerate() {
+        let b = s.booking("src", id).unwrap().unwrap();
+        assert_eq!(b.doc, json!({"v": i}), "{id}");
+    }
 }
 
 #[test]

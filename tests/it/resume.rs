@@ -185,3 +185,45 @@ async fn a_malformed_page_drops_the_staged_poll() {
     assert_eq!(pages_since(&t.sim, before), [1, 2, 3]);
     assert_eq!(kinds(&r.events), [("modify".to_string(), a.to_string())]);
 }
+
+#[tokio::test]
+async fn a_poll_interrupted_after_its_last_page_is_finished_without_fetching_again() {
+    // Every page staged, then the daemon dies while looking up a vanished booking: the next
+    // start fetches no page again, only does what is left (the lookup and the promotion).
+    let t = three_pages(
+        "on_disappear = \"lookup\"\n[sources.hotel.lookup]\nquery = { id = \"{{ id }}\" }",
+    )
+    .await;
+    let gone = t.sim.bookings()[1]["id"].as_u64().unwrap();
+    let changed = t.sim.bookings()[4]["id"].as_u64().unwrap();
+    assert!(t.sim.remove_booking(gone));
+    t.sim.modify_booking(changed);
+    t.sim.hold_lookups(true);
+    let before = t.sim.listed_pages().len();
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        t.app.poll_now("hotel"),
+    )
+    .await;
+    assert!(cut.is_err(), "the poll waits for its lookup");
+    assert_eq!(pages_since(&t.sim, before), [1, 2, 3]);
+    assert!(t.app.store().events().unwrap().is_empty());
+    drop(t.app);
+    t.sim.hold_lookups(false);
+    let app = build(&t.toml);
+    // However long ago it began (resume_within is for pages, and they are all in).
+    app.clock()
+        .advance(std::time::Duration::from_secs(2 * 3600));
+    let before = t.sim.listed_pages().len();
+    let r = app.poll_now("hotel").await.unwrap();
+    assert!(r.resumed);
+    assert_eq!(pages_since(&t.sim, before), Vec::<usize>::new());
+    assert_eq!(
+        kinds(&r.events),
+        [
+            ("modify".to_string(), changed.to_string()),
+            ("cancel".to_string(), gone.to_string())
+        ]
+    );
+    assert_eq!(app.poll_now("hotel").await.unwrap().events.len(), 0);
+}
