@@ -645,6 +645,32 @@ mod tests {
     }
 
     #[test]
+    fn creds_files_load_with_or_without_the_closing_asterisks() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        let blocks = format!(
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        let nsc =
+            format!("{blocks}\n*************************************************************\n");
+        for (name, text) in [
+            ("nsc", nsc),
+            ("blocks", blocks.clone()),
+            ("no-eol", blocks.trim_end().to_string()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let ep = endpoint(&format!(
+                "url = \"nats://x\"\nsubject = \"a\"\nauth = {{ type = \"creds\", secret = {{ file = {:?} }} }}",
+                path.display().to_string()
+            ))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let t = NatsTransport::new(&ep, ep.nats.as_ref().unwrap());
+            assert!(t.options().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn headers_carry_the_msg_id_and_the_standard_webhooks_set() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("s");

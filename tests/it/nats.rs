@@ -1,7 +1,8 @@
 //! NATS JetStream endpoints against a real `nats-server` (JetStream enabled, a free loopback
 //! port, its store in a temporary directory), read back with an async-nats JetStream consumer:
 //! every event exactly once per event id and in per-booking order, a broker restart in the
-//! middle of a burst, kill -9 of the real binary while it publishes, auth failures, a missing
+//! middle of a burst, kill -9 of the real binary while it publishes, auth failures, `.creds`
+//! against a server in operator (JWT) mode whose keys and JWTs the test makes, a missing
 //! stream, faults that dead-letter without holding up other endpoints, and two sharded
 //! instances publishing to one stream. Without `nats-server` installed these tests fail: run
 //! `scripts/test`, which installs it, or `apt-get install nats-server`.
@@ -555,6 +556,11 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(config: &Path, log: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_with_filter(config, log, args, "info")
+    }
+
+    /// Started with `RUST_LOG=filter`.
+    fn start_with_filter(config: &Path, log: &Path, args: &[&str], filter: &str) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -565,7 +571,7 @@ impl Daemon {
                 .args(["run", "--config"])
                 .arg(config)
                 .args(args)
-                .env("RUST_LOG", "info")
+                .env("RUST_LOG", filter)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -777,6 +783,476 @@ async fn wrong_credentials_are_reported_retried_and_dead_lettered() {
         assert_eq!(e.dead_total, if bad { 2 } else { 0 }, "{e:?}");
         assert_eq!(e.delivered_total, if bad { 0 } else { 2 }, "{e:?}");
     }
+}
+
+/// Base32 (RFC 4648, upper case, no padding), as NATS JWTs spell their `jti`.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0u32);
+    for &b in bytes {
+        buf = (buf << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
+        }
+        buf &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// A NATS JWT as nats-io/jwt v2 (and so `nsc`) writes one: the header
+/// `{"typ":"JWT","alg":"ed25519-nkey"}` and the claims (`exp` when given, `iat`, `iss`, `name`,
+/// `sub`, `jti` = base32 of the SHA-512/256 of those, and `nats`: the kind's fields with `type`
+/// and `version: 2`), each base64url without padding, then the issuer's Ed25519 signature of
+/// `header.claims`.
+fn nats_jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &str,
+    name: &str,
+    expires: Option<i64>,
+    nats: Value,
+) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut claims = serde_json::Map::new();
+    if let Some(exp) = expires {
+        claims.insert("exp".into(), exp.into());
+    }
+    claims.insert("iat".into(), chrono::Utc::now().timestamp().into());
+    claims.insert("iss".into(), issuer.public_key().into());
+    claims.insert("name".into(), name.into());
+    claims.insert("sub".into(), subject.into());
+    let hash = sha2::Sha512_256::digest(serde_json::to_vec(&claims).unwrap());
+    claims.insert("jti".into(), base32(&hash).into());
+    claims.insert("nats".into(), nats);
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64(&serde_json::to_vec(&claims).unwrap())
+    );
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64(&signature))
+}
+
+/// The `nats` claims of an account; JetStream is on for an account whose storage limits are not
+/// 0. NATS JWTs spell "unlimited" -1: an absent limit is 0, which allows nothing.
+fn account_claims(jetstream: bool) -> Value {
+    let js = if jetstream { -1 } else { 0 };
+    serde_json::json!({
+        "limits": {
+            "subs": -1, "data": -1, "payload": -1,
+            "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": js, "disk_storage": js, "streams": js, "consumer": js
+        },
+        "default_permissions": { "pub": {}, "sub": {} },
+        "type": "account",
+        "version": 2
+    })
+}
+
+/// The JWT of `user`, issued by `account`, with `permissions` (`pub` and `sub`, each `allow`
+/// and `deny` lists; none means everything) and no other limits.
+fn user_jwt(
+    account: &nkeys::KeyPair,
+    user: &nkeys::KeyPair,
+    name: &str,
+    expires: Option<i64>,
+    permissions: Value,
+) -> String {
+    let mut nats = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2
+    });
+    if let (Some(n), Some(p)) = (nats.as_object_mut(), permissions.as_object()) {
+        n.extend(p.clone());
+    }
+    nats_jwt(account, &user.public_key(), name, expires, nats)
+}
+
+/// A `.creds` file as `nsc generate creds` writes it (nats-io/jwt's `FormatUserConfig`).
+fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    )
+}
+
+/// An operator-mode ("decentralized", JWT) trust chain made in the test as `nsc` would make
+/// it: an operator, its system account and the account `APP` with JetStream, for a server
+/// whose MEMORY resolver is preloaded with both account JWTs. Nothing is committed.
+struct Trust {
+    dir: tempfile::TempDir,
+    operator: nkeys::KeyPair,
+    system: nkeys::KeyPair,
+    account: nkeys::KeyPair,
+}
+
+impl Trust {
+    fn new() -> Trust {
+        Trust {
+            dir: tempfile::tempdir().unwrap(),
+            operator: nkeys::KeyPair::new_operator(),
+            system: nkeys::KeyPair::new_account(),
+            account: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    /// The server configuration: the operator JWT (in a file), the system account and the
+    /// MEMORY resolver.
+    fn server_config(&self) -> String {
+        let (op, sys, app) = (
+            self.operator.public_key(),
+            self.system.public_key(),
+            self.account.public_key(),
+        );
+        let operator = nats_jwt(
+            &self.operator,
+            &op,
+            "pollhook-test",
+            None,
+            serde_json::json!({ "system_account": sys, "type": "operator", "version": 2 }),
+        );
+        let path = self.dir.path().join("operator.jwt");
+        std::fs::write(&path, operator).unwrap();
+        let sys_jwt = nats_jwt(&self.operator, &sys, "SYS", None, account_claims(false));
+        let app_jwt = nats_jwt(&self.operator, &app, "APP", None, account_claims(true));
+        format!(
+            "operator: {:?}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {sys}: {sys_jwt:?}\n  {app}: {app_jwt:?}\n}}\n",
+            path.display().to_string()
+        )
+    }
+
+    /// The `.creds` of a user of `APP` without restrictions, for the test's own reads.
+    fn admin(&self) -> String {
+        let admin = nkeys::KeyPair::new_user();
+        let jwt = user_jwt(&self.account, &admin, "admin", None, serde_json::json!({}));
+        creds(&jwt, &admin.seed().unwrap())
+    }
+}
+
+/// What a publisher needs and nothing more: publish to `bookings.>`, look up the stream, and
+/// receive the acknowledgements on its inbox.
+fn publisher_permissions() -> Value {
+    serde_json::json!({
+        "pub": { "allow": ["bookings.>", "$JS.API.STREAM.INFO.BOOKINGS"] },
+        "sub": { "allow": ["_INBOX.>"] }
+    })
+}
+
+/// A JetStream context for the test's own reads, as the user of `creds`.
+async fn js_with_creds(server: &NatsServer, creds: &str) -> jetstream::Context {
+    let client = async_nats::ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    jetstream::new(client)
+}
+
+/// `auth` for a `.creds` file.
+fn creds_auth(path: &Path) -> String {
+    format!(
+        "auth = {{ type = \"creds\", secret = {{ file = {:?} }} }}",
+        path.display().to_string()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_authenticate_against_an_operator_mode_server_and_every_event_is_stored_once() {
+    let trust = Trust::new();
+    let server = NatsServer::start(&trust.server_config()).await;
+    // Operator mode: nobody gets in without a user JWT of a trusted account.
+    let anonymous = async_nats::connect(server.url()).await.err();
+    assert!(
+        anonymous.as_ref().is_some_and(|e| matches!(
+            e.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication
+        )),
+        "{anonymous:?}"
+    );
+    let js = js_with_creds(&server, &trust.admin()).await;
+    create_stream(&js, "BOOKINGS", &["bookings.>"]).await;
+    let user = nkeys::KeyPair::new_user();
+    let jwt = user_jwt(
+        &trust.account,
+        &user,
+        "pollhook",
+        None,
+        publisher_permissions(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats.creds");
+    std::fs::write(&path, creds(&jwt, &user.seed().unwrap())).unwrap();
+    let t = spawn_app(Options {
+        initial_bookings: 3,
+        page_size: 2,
+        source_extra: "first_poll = \"emit_new\"".into(),
+        endpoints: nats_endpoint(
+            &server,
+            "bus",
+            MANY_TRIES,
+            &format!("stream = \"BOOKINGS\"\n{}", creds_auth(&path)),
+        ),
+        ..Options::default()
+    })
+    .await;
+    // The start-up check connects with the creds and finds the stream.
+    let warnings = pollhook::delivery::preflight(&t.app.config().endpoints)
+        .await
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(t.poll().await, 3);
+    let first = t.sim.bookings()[0]["id"].as_u64().unwrap();
+    t.sim.modify_booking(first);
+    assert_eq!(t.poll().await, 1);
+    deliver_until_idle(&t).await;
+
+    let events = t.app.recent_events(100).await.unwrap();
+    assert_eq!(events.len(), 4);
+    let msgs = consume_all(&js, "BOOKINGS").await;
+    assert_eq!(msgs.len(), events.len(), "one message per event");
+    assert_once_and_in_order(&msgs);
+    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
+    assert_eq!(got, expected);
+    for m in &msgs {
+        verify_signature(m);
+    }
+    // Each acknowledged by JetStream at the first attempt, none a duplicate.
+    let delivered = t
+        .app
+        .deliveries(DeliveryState::Delivered, 100)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), events.len());
+    for d in &delivered {
+        let ack = &d.history.last().unwrap().body;
+        assert_eq!(d.attempts, 1, "{:?}", d.history);
+        assert!(
+            ack.starts_with("stream BOOKINGS seq ") && !ack.contains("duplicate"),
+            "{ack}"
+        );
+    }
+    let report = t.app.endpoint_report();
+    let bus = report.iter().find(|r| r.name == "bus").unwrap();
+    assert_eq!(bus.delivered_total as usize, events.len());
+    assert_eq!((bus.failed_attempts_total, bus.dead_total), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_creds_are_reported_retried_and_dead_lettered_and_no_seed_is_ever_shown() {
+    let trust = Trust::new();
+    let server = NatsServer::start(&trust.server_config()).await;
+    let js = js_with_creds(&server, &trust.admin()).await;
+    create_stream(&js, "BOOKINGS", &["bookings.>"]).await;
+    let now = chrono::Utc::now().timestamp();
+    let (good, stranger, expired, denied, other) = (
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+    );
+    // An account the server was never told about.
+    let unknown_account = nkeys::KeyPair::new_account();
+    let seed = |k: &nkeys::KeyPair| k.seed().unwrap();
+    let good_jwt = user_jwt(&trust.account, &good, "good", None, publisher_permissions());
+    let files = [
+        // Just the two blocks, without the IMPORTANT notice and the closing asterisks.
+        (
+            "good",
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{good_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                seed(&good)
+            ),
+        ),
+        (
+            "unknown-account",
+            creds(
+                &user_jwt(
+                    &unknown_account,
+                    &stranger,
+                    "stranger",
+                    None,
+                    publisher_permissions(),
+                ),
+                &seed(&stranger),
+            ),
+        ),
+        // A valid JWT with the seed of another key: the nonce signature does not verify.
+        ("wrong-seed", creds(&good_jwt, &seed(&other))),
+        (
+            "expired",
+            creds(
+                &user_jwt(
+                    &trust.account,
+                    &expired,
+                    "expired",
+                    Some(now - 60),
+                    publisher_permissions(),
+                ),
+                &seed(&expired),
+            ),
+        ),
+        // May look up the stream, may not publish to `bookings.>`.
+        (
+            "denied",
+            creds(
+                &user_jwt(
+                    &trust.account,
+                    &denied,
+                    "denied",
+                    None,
+                    serde_json::json!({
+                        "pub": { "allow": ["$JS.API.STREAM.INFO.BOOKINGS"] },
+                        "sub": { "allow": ["_INBOX.>"] }
+                    }),
+                ),
+                &seed(&denied),
+            ),
+        ),
+    ];
+    let seeds: Vec<String> = [
+        &good,
+        &stranger,
+        &expired,
+        &denied,
+        &other,
+        &unknown_account,
+        &trust.account,
+        &trust.system,
+        &trust.operator,
+    ]
+    .iter()
+    .map(|k| seed(k))
+    .collect();
+    let shown = |text: &str| -> Vec<String> {
+        seeds
+            .iter()
+            .filter(|s| text.contains(s.as_str()))
+            .cloned()
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints: String = files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.path().join(format!("{name}.creds"));
+            std::fs::write(&path, text).unwrap();
+            nats_endpoint(&server, name, TWO_TRIES, &creds_auth(&path))
+        })
+        .collect();
+    let t = spawn_app(Options {
+        initial_bookings: 2,
+        page_size: 10,
+        source_extra: "first_poll = \"emit_new\"".into(),
+        endpoints,
+        ..Default::default()
+    })
+    .await;
+    let refused = ["unknown-account", "wrong-seed", "expired"];
+    // Refused at start-up is a warning, not a reason to stop polling.
+    let warnings = pollhook::delivery::preflight(&t.app.config().endpoints)
+        .await
+        .unwrap();
+    assert_eq!(warnings.len(), refused.len(), "{warnings:?}");
+    for name in refused {
+        let auth = format!("endpoints.{name}.auth (type \"creds\")");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&auth) && w.contains("refused the credentials")),
+            "{name}: {warnings:?}"
+        );
+    }
+    for w in &warnings {
+        assert!(shown(w).is_empty(), "a seed in: {w}");
+    }
+    assert_eq!(t.poll().await, 2);
+    let r = t.app.deliver_due().await.unwrap();
+    assert_eq!((r.attempted, r.delivered, r.retrying), (10, 2, 8), "{r:?}");
+    let pending = t.app.deliveries(DeliveryState::Pending, 100).await.unwrap();
+    for d in &pending {
+        let error = d.history.last().unwrap().error.clone().unwrap();
+        if d.endpoint == "denied" {
+            assert!(
+                error.contains("subject bookings.hotel.new.")
+                    && error.contains("Permissions Violation")
+                    && error.contains("endpoints.denied.subject"),
+                "{error}"
+            );
+        } else {
+            assert!(
+                refused.contains(&d.endpoint.as_str())
+                    && error.contains(&server.url())
+                    && error.contains("refused the credentials")
+                    && error.contains(&format!("endpoints.{}.auth (type \"creds\")", d.endpoint)),
+                "{}: {error}",
+                d.endpoint
+            );
+        }
+        assert!(shown(&error).is_empty(), "a seed in: {error}");
+    }
+    // The last attempt fails too: dead letters, shown per endpoint; the good creds beside them
+    // delivered each event once.
+    let r = t.app.deliver_due_at(now_ms() + 2 * HOUR_MS).await.unwrap();
+    assert_eq!((r.attempted, r.dead), (8, 8), "{r:?}");
+    let report = t.app.endpoint_report();
+    for e in &report {
+        let bad = e.name != "good";
+        assert_eq!(e.dead_total, if bad { 2 } else { 0 }, "{e:?}");
+        assert_eq!(e.delivered_total, if bad { 0 } else { 2 }, "{e:?}");
+    }
+    let listed = format!("{report:?}");
+    assert!(shown(&listed).is_empty(), "a seed in: {listed}");
+    let msgs = consume_all(&js, "BOOKINGS").await;
+    assert_once_and_in_order(&msgs);
+    assert_eq!(msgs.len(), 2);
+
+    // The daemon, logging everything down to async-nats's traces, shows no seed either.
+    let TestApp { app, dir, toml, .. } = t;
+    drop(app);
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(&config, toml.replace("state.redb", "daemon.redb")).unwrap();
+    let log = dir.path().join("daemon.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut daemon = Daemon::start_with_filter(&config, &log, &[], "trace");
+    eventually(
+        "a failed attempt of each bad endpoint in the log",
+        60,
+        || async {
+            let text = read_log();
+            files.iter().filter(|(n, _)| *n != "good").all(|(name, _)| {
+                text.lines().any(|l| {
+                    l.contains("delivery failed; will retry")
+                        && l.contains(&format!("endpoint={name}"))
+                })
+            })
+        },
+    )
+    .await;
+    daemon.kill9();
+    let text = read_log();
+    assert!(
+        text.contains("refused the credentials") && text.contains("Permissions Violation"),
+        "{text}"
+    );
+    assert!(shown(&text).is_empty(), "a seed in the daemon's log");
+    println!(
+        "bad creds: {} warnings, {} failed attempts, a daemon log of {} lines at trace level; no seed in any",
+        warnings.len(),
+        pending.len(),
+        text.lines().count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

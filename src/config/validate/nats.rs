@@ -320,6 +320,10 @@ impl Validator {
                     self,
                     "the contents of the .creds file, e.g. { file = \"/etc/pollhook/user.creds\" }",
                 )?;
+                // Secrets are read without their trailing line breaks, but async-nats finds the
+                // seed only when a line break follows `------END USER NKEY SEED------`, where a
+                // file without nsc's closing line of asterisks ends: give it back.
+                let creds = crate::config::Secret(format!("{}\n", creds.expose()));
                 if let Err(e) = async_nats::ConnectOptions::new().credentials(creds.expose()) {
                     self.bad(
                         format!("{key}.secret"),
