@@ -994,6 +994,8 @@ fn opt_mb(kb: Option<u64>) -> String {
 }
 
 fn main() {
+    // As the pollhook binary does first (src/main.rs): every process here is pollhook-like.
+    pollhook::memory::limit_arenas();
     heap_counting_from_env();
     if let Ok(spec) = std::env::var(SERVE_ENV) {
         return serve(&spec);

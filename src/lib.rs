@@ -44,7 +44,7 @@
 //! | [`clock`]    | the one injectable wall clock |
 //! | [`text`]     | text from outside made safe to keep and show: secrets redacted, control characters escaped for logs (pure) |
 //! | [`metrics`]  | the metrics recorded as things happen (poll-duration and delivery-latency histograms, build info): one shared handle |
-//! | [`memory`]   | freed heap handed back to the operating system after a poll |
+//! | [`memory`]   | the heap's footprint: allocator arenas capped at start, freed heap handed back after a poll |
 
 pub mod admin;
 pub mod app;
