@@ -258,6 +258,30 @@ fn assert_once_and_in_order(msgs: &[Msg]) {
 }
 
 /// Checks the Standard Webhooks headers of a message with the official library.
+/// An app whose first poll emits two new bookings to `endpoints`.
+async fn two_new_bookings(endpoints: String) -> TestApp {
+    spawn_app(Options {
+        initial_bookings: 2,
+        page_size: 10,
+        source_extra: "first_poll = \"emit_new\"".into(),
+        endpoints,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The stream holds every event exactly once, under its event id, and each booking's messages
+/// in order.
+fn assert_every_event_once(msgs: &[Msg], events: &[pollhook::outbox::Event]) {
+    assert_once_and_in_order(msgs);
+    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
+    assert_eq!(
+        got, expected,
+        "every event once, under the id it was created with"
+    );
+}
+
 fn verify_signature(m: &Msg) {
     let wh = standardwebhooks::Webhook::new(SECRET).unwrap();
     let mut headers = http::HeaderMap::new();
@@ -357,10 +381,7 @@ async fn every_event_arrives_once_in_per_booking_order_with_verifiable_signature
     let events = t.app.recent_events(1000).await.unwrap();
     let msgs = consume_all(&js, "BOOKINGS").await;
     assert_eq!(msgs.len(), events.len(), "one message per event");
-    assert_once_and_in_order(&msgs);
-    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(got, expected);
+    assert_every_event_once(&msgs, &events);
     for m in &msgs {
         verify_signature(m);
         assert_eq!(
@@ -524,10 +545,7 @@ async fn a_broker_restart_mid_burst_loses_nothing_and_stores_each_id_once() {
     let events = t.app.recent_events(10 * n).await.unwrap();
     assert_eq!(events.len(), n + 50);
     let msgs = consume_all(&js, "BOOKINGS").await;
-    assert_once_and_in_order(&msgs);
-    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(got, expected, "every event in the stream, none twice");
+    assert_every_event_once(&msgs, &events);
     let delivered = t
         .app
         .deliveries(DeliveryState::Delivered, 10 * n)
@@ -651,13 +669,7 @@ async fn kill_9_of_pollhook_while_publishing_loses_nothing_and_stores_each_id_on
     let events = store.events().unwrap();
     assert_eq!(events.len() as u64, want, "{}", show_log());
     let msgs = consume_all(&js, "BOOKINGS").await;
-    assert_once_and_in_order(&msgs);
-    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(
-        got, expected,
-        "every event once, under the id it was created with"
-    );
+    assert_every_event_once(&msgs, &events);
     for id in &changed {
         let kinds: Vec<&str> = msgs
             .iter()
@@ -742,14 +754,7 @@ async fn wrong_credentials_are_reported_retried_and_dead_lettered() {
         ),
     ]
     .concat();
-    let t = spawn_app(Options {
-        initial_bookings: 2,
-        page_size: 10,
-        source_extra: "first_poll = \"emit_new\"".into(),
-        endpoints,
-        ..Default::default()
-    })
-    .await;
+    let t = two_new_bookings(endpoints).await;
     // Unreachable or refused at start-up is a warning, not a reason to stop polling.
     let warnings = pollhook::delivery::preflight(&t.app.config().endpoints)
         .await
@@ -1020,10 +1025,7 @@ async fn creds_authenticate_against_an_operator_mode_server_and_every_event_is_s
     assert_eq!(events.len(), 4);
     let msgs = consume_all(&js, "BOOKINGS").await;
     assert_eq!(msgs.len(), events.len(), "one message per event");
-    assert_once_and_in_order(&msgs);
-    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(got, expected);
+    assert_every_event_once(&msgs, &events);
     for m in &msgs {
         verify_signature(m);
     }
@@ -1151,14 +1153,7 @@ async fn bad_creds_are_reported_retried_and_dead_lettered_and_no_seed_is_ever_sh
             nats_endpoint(&server, name, TWO_TRIES, &creds_auth(&path))
         })
         .collect();
-    let t = spawn_app(Options {
-        initial_bookings: 2,
-        page_size: 10,
-        source_extra: "first_poll = \"emit_new\"".into(),
-        endpoints,
-        ..Default::default()
-    })
-    .await;
+    let t = two_new_bookings(endpoints).await;
     let refused = ["unknown-account", "wrong-seed", "expired"];
     // Refused at start-up is a warning, not a reason to stop polling.
     let warnings = pollhook::delivery::preflight(&t.app.config().endpoints)
@@ -1504,10 +1499,7 @@ async fn two_sharded_instances_poll_disjoint_sources_into_one_stream() {
         assert!(pa.contains(&e.source));
     }
     let msgs = consume_all(&js, "BOOKINGS").await;
-    assert_once_and_in_order(&msgs);
-    let expected: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let got: BTreeSet<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
-    assert_eq!(got, expected);
+    assert_every_event_once(&msgs, &events);
 }
 
 #[test]
