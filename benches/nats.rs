@@ -193,7 +193,8 @@ async fn delivery(n: u64, server: &Server, run: usize) -> (Rate, Rate) {
         .collect();
     let floor = bare_publish(&js, Arc::new(bodies), run).await;
 
-    let (tx, _rx) = tokio::sync::broadcast::channel(16);
+    // Nobody listens to the notices, as in the daemon (only the demo does).
+    let (tx, _) = tokio::sync::broadcast::channel(16);
     let dispatcher = Arc::new(
         Dispatcher::new(
             store.clone(),

@@ -140,7 +140,8 @@ async fn delivery(n: u64) -> (Rate, Rate) {
     let floor = bare_reqwest(&url, Arc::new(bodies)).await;
     hits.store(0, Ordering::Relaxed);
 
-    let (tx, _rx) = tokio::sync::broadcast::channel(16);
+    // Nobody listens to the notices, as in the daemon (only the demo does).
+    let (tx, _) = tokio::sync::broadcast::channel(16);
     let dispatcher = Arc::new(
         Dispatcher::new(
             store.clone(),

@@ -113,13 +113,19 @@ async fn http_attempt(
             );
         }
     };
-    let headers = headers(ep, event, at_ms / 1000, &rendered);
+    let ts = at_ms / 1000;
+    let content_type = rendered.content_type;
     // Shared, so a repeat after a 401 does not copy the body.
     let body = bytes::Bytes::from(rendered.body);
+    // The first request takes these headers; a repeat (after a 401) makes them again, with the
+    // same timestamp and so the same signature.
+    let first = std::sync::Mutex::new(Some(headers(ep, event, ts, &body, content_type)));
     let make = || {
+        let taken = first.lock().map(|mut h| h.take()).unwrap_or(None);
+        let headers = taken.unwrap_or_else(|| headers(ep, event, ts, &body, content_type));
         client
             .request(rendered.method.clone(), rendered.url.clone())
-            .headers(headers.clone())
+            .headers(headers)
             .body(body.clone())
     };
     let sent = http::send_authorized(auth, make, http::plain).await;
@@ -156,32 +162,53 @@ async fn http_attempt(
     (result, status, error, body, latency)
 }
 
-/// The endpoint's static headers, the Standard Webhooks set and the content type.
-fn headers(ep: &EndpointRuntime, event: &Event, ts: i64, rendered: &super::Rendered) -> HeaderMap {
+/// `webhook-id`.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+/// `webhook-timestamp`.
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+/// `webhook-signature`.
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+/// The endpoint's static headers (parsed once, when the endpoint was set up), the Standard
+/// Webhooks set and the content type.
+fn headers(
+    ep: &EndpointRuntime,
+    event: &Event,
+    ts: i64,
+    body: &[u8],
+    content_type: Option<&'static str>,
+) -> HeaderMap {
+    let mut headers = ep.static_headers.clone();
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put(WEBHOOK_ID, &event.id);
+    put(WEBHOOK_TIMESTAMP, &ts.to_string());
+    if !ep.cfg.keys.is_empty() {
+        put(
+            WEBHOOK_SIGNATURE,
+            &signing::sign(&ep.cfg.keys, &event.id, ts, body),
+        );
+    }
+    if let Some(ct) = content_type {
+        put(reqwest::header::CONTENT_TYPE, ct);
+    }
+    headers
+}
+
+/// The endpoint's configured extra headers as a header map, made once per endpoint (a name or
+/// value that is not a valid header is left out, as it always was).
+pub(super) fn static_headers(cfg: &crate::config::EndpointConfig) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (k, v) in &ep.cfg.headers {
+    for (k, v) in &cfg.headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
             headers.insert(n, v);
         }
-    }
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    put("webhook-id", &event.id);
-    put("webhook-timestamp", &ts.to_string());
-    if !ep.cfg.keys.is_empty() {
-        put(
-            "webhook-signature",
-            &signing::sign(&ep.cfg.keys, &event.id, ts, &rendered.body),
-        );
-    }
-    if let Some(ct) = rendered.content_type {
-        put("content-type", ct);
     }
     headers
 }

@@ -20,7 +20,28 @@ pub(super) struct Health {
     /// Outcome counters since start: delivered, failed attempts, dead-lettered.
     counters: [AtomicU64; 3],
     /// The latest attempts: latency (ms) and outcome, newest last, at most [`RECENT`].
-    recent: Mutex<VecDeque<(u64, String)>>,
+    recent: Mutex<VecDeque<(u64, Outcome)>>,
+}
+
+/// How an attempt ended, kept as it came and written out only for the report (most attempts
+/// are never reported, so none of them formats a string).
+enum Outcome {
+    /// A status code.
+    Http(u16),
+    /// A transport error (already redacted).
+    Error(String),
+    /// Neither.
+    NoAnswer,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Http(code) => write!(f, "HTTP {code}"),
+            Outcome::Error(e) => f.write_str(e),
+            Outcome::NoAnswer => f.write_str("no answer"),
+        }
+    }
 }
 
 /// How many of the latest attempts the report's latency and last outcome are taken from.
@@ -84,9 +105,9 @@ impl Dispatcher {
         let last = d.history.last();
         if let Some(a) = last {
             let outcome = match (a.status, &a.error) {
-                (Some(code), _) => format!("HTTP {code}"),
-                (None, Some(e)) => e.clone(),
-                (None, None) => "no answer".to_string(),
+                (Some(code), _) => Outcome::Http(code),
+                (None, Some(e)) => Outcome::Error(e.clone()),
+                (None, None) => Outcome::NoAnswer,
             };
             let mut recent = h.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == RECENT {
@@ -169,7 +190,7 @@ impl Dispatcher {
                     latencies.sort_unstable();
                     (
                         latencies.get(latencies.len() / 2).copied(),
-                        recent.back().map(|(_, o)| o.clone()),
+                        recent.back().map(|(_, o)| o.to_string()),
                     )
                 };
                 let in_flight = ep.in_flight.lock().unwrap_or_else(|e| e.into_inner()).len();

@@ -78,6 +78,8 @@ enum Transport {
 struct EndpointRuntime {
     cfg: EndpointConfig,
     transport: Transport,
+    /// `cfg.headers` as a header map, made once rather than per request.
+    static_headers: reqwest::header::HeaderMap,
     permits: Arc<Semaphore>,
     health: health::Health,
     /// Where each attempt's latency is recorded.
@@ -129,6 +131,7 @@ impl Dispatcher {
                 Arc::new(EndpointRuntime {
                     cfg: ep.clone(),
                     transport,
+                    static_headers: attempt::static_headers(ep),
                     permits: Arc::new(Semaphore::new(ep.max_in_flight as usize)),
                     health: health::Health::default(),
                     latency: metrics.delivery_latency(&ep.name),

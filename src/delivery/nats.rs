@@ -375,11 +375,12 @@ impl NatsTransport {
 /// The first server error that refuses `subject` (or the acknowledgement inbox): the NATS server
 /// reports permission violations as `-ERR` on the connection, not as an answer to the publish.
 async fn refusal(errors: &mut broadcast::Receiver<String>, subject: &str) -> String {
-    let quoted = format!("\"{subject}\"");
     loop {
         match errors.recv().await {
+            // Quoted as the server quotes it; checked only when an error arrives, so a publish
+            // that meets none formats nothing.
             Ok(e)
-                if e.contains(&quoted)
+                if quotes(&e, subject)
                     || (e.contains("Permissions") && e.contains("_INBOX"))
                     || e == "authorization violation" =>
             {
@@ -389,6 +390,13 @@ async fn refusal(errors: &mut broadcast::Receiver<String>, subject: &str) -> Str
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
+}
+
+/// Whether a server error names `subject` in quotes, as `"bookings.a.new"`.
+fn quotes(error: &str, subject: &str) -> bool {
+    error
+        .match_indices(subject)
+        .any(|(i, _)| error[..i].ends_with('"') && error[i + subject.len()..].starts_with('"'))
 }
 
 /// The template's literal prefix turned into a subscription wildcard, for hints:
@@ -433,27 +441,33 @@ fn headers(
     body: &[u8],
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let mut put = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
+    for (k, v) in &ep.headers {
+        if let (Ok(n), Ok(v)) = (k.parse::<HeaderName>(), v.parse::<HeaderValue>()) {
             headers.insert(n, v);
         }
+    }
+    // The names are constants (no parse per publish); the values are checked.
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = value.parse::<HeaderValue>() {
+            headers.insert(name, v);
+        }
     };
-    for (k, v) in &ep.headers {
-        put(k, v);
-    }
-    put("Nats-Msg-Id", &event.id);
+    put(HeaderName::from_static("Nats-Msg-Id"), &event.id);
     if let Some(s) = stream {
-        put("Nats-Expected-Stream", s);
+        put(HeaderName::from_static("Nats-Expected-Stream"), s);
     }
-    put("webhook-id", &event.id);
-    put("webhook-timestamp", &ts.to_string());
+    put(HeaderName::from_static("webhook-id"), &event.id);
+    put(
+        HeaderName::from_static("webhook-timestamp"),
+        &ts.to_string(),
+    );
     if !ep.keys.is_empty() {
         put(
-            "webhook-signature",
+            HeaderName::from_static("webhook-signature"),
             &signing::sign(&ep.keys, &event.id, ts, body),
         );
     }
-    put("content-type", "application/json");
+    put(HeaderName::from_static("content-type"), "application/json");
     headers
 }
 
@@ -499,6 +513,19 @@ mod tests {
     use crate::config::Config;
     use crate::outbox::{Booking, EventKind};
     use serde_json::json;
+
+    #[test]
+    fn a_refusal_names_the_subject_in_quotes() {
+        let e = "Permissions Violation for Publish to \"bookings.a.new\"";
+        assert!(quotes(e, "bookings.a.new"));
+        assert!(!quotes(e, "bookings.a"));
+        assert!(!quotes(e, "a.new"));
+        assert!(!quotes(
+            "Permissions Violation for Publish to bookings.a.new",
+            "bookings.a.new"
+        ));
+        assert!(quotes("\"x\" and \"x.y\"", "x.y"));
+    }
 
     fn endpoint(extra: &str) -> Result<EndpointConfig, String> {
         let text = format!(

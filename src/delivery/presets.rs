@@ -94,18 +94,35 @@ pub fn to_vec(preset: BodyPreset, event: &Event, attempt: u32) -> Result<Vec<u8>
         backfill: bool,
     }
     let bytes = match preset {
-        BodyPreset::Pollhook => serde_json::to_vec(&Envelope {
-            id: &event.id,
-            kind: event.kind.event_type(),
-            status: event.kind.status_word(),
-            detected_at: rfc3339_millis(detected(event)),
-            source: &event.source,
-            booking_id: &event.booking_id,
-            sequence: event.seq,
-            booking: &event.booking,
-            changes: &event.changes,
-            backfill: event.backfill,
-        }),
+        BodyPreset::Pollhook => {
+            // Sized once: the booking's text, the changes and the envelope's own fields, so
+            // the buffer is not grown (and copied) while it is written.
+            let changes: usize = event.changes.len() * 64;
+            let mut out = Vec::with_capacity(
+                event.booking.json().len()
+                    + changes
+                    + event.id.len()
+                    + event.source.len()
+                    + event.booking_id.len()
+                    + 192,
+            );
+            serde_json::to_writer(
+                &mut out,
+                &Envelope {
+                    id: &event.id,
+                    kind: event.kind.event_type(),
+                    status: event.kind.status_word(),
+                    detected_at: rfc3339_millis(detected(event)),
+                    source: &event.source,
+                    booking_id: &event.booking_id,
+                    sequence: event.seq,
+                    booking: &event.booking,
+                    changes: &event.changes,
+                    backfill: event.backfill,
+                },
+            )
+            .map(|()| out)
+        }
         BodyPreset::Rezgo => return Ok(rezgo::to_vec(event)?),
         other => serde_json::to_vec(&render(other, event, attempt)),
     };
