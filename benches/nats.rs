@@ -100,36 +100,17 @@ async fn server() -> Server {
 }
 
 fn config(source: &str, nats: &str, dir: &std::path::Path) -> Config {
-    std::fs::write(dir.join("secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
-    let text = format!(
-        r#"
-[store]
-path = "{store}"
-[admin]
-listen = "off"
-[sources.bench]
-url = "{source}"
-every = "24h"
-items = "/data"
-status = "/status"
-ignore_fields = ["/modifiedTime"]
-first_poll = "emit_new"
-max_pages = 100000
-[sources.bench.pagination]
-style = "next_link"
-next = "/next"
-[endpoints.bus]
+    let endpoint = format!(
+        r#"[endpoints.bus]
 type = "nats"
 servers = ["{nats}"]
 subject = "bench.{{{{ event.source }}}}.{{{{ event.kind }}}}"
 stream = "{STREAM}"
 max_in_flight = {CONCURRENCY}
-secrets = [{{ file = "{secret}" }}]
-"#,
-        store = dir.join("bench.redb").display(),
-        secret = dir.join("secret").display(),
+secrets = [{{ file = "{{SECRET}}" }}]
+"#
     );
-    Config::from_toml_str(&text, "bench.toml").expect("config")
+    support::config(source, dir, &endpoint)
 }
 
 /// A store holding `n` new-booking events with one pending delivery each, made by a real poll.

@@ -83,33 +83,14 @@ async fn bare_reqwest(url: &str, bodies: Arc<Vec<Vec<u8>>>) -> Rate {
 }
 
 fn config(source: &str, sink: &str, dir: &std::path::Path) -> Config {
-    std::fs::write(dir.join("secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
-    let text = format!(
-        r#"
-[store]
-path = "{store}"
-[admin]
-listen = "off"
-[sources.bench]
-url = "{source}"
-every = "24h"
-items = "/data"
-status = "/status"
-ignore_fields = ["/modifiedTime"]
-first_poll = "emit_new"
-max_pages = 100000
-[sources.bench.pagination]
-style = "next_link"
-next = "/next"
-[endpoints.sink]
+    let endpoint = format!(
+        r#"[endpoints.sink]
 url = "{sink}"
 max_in_flight = {CONCURRENCY}
-secrets = [{{ file = "{secret}" }}]
-"#,
-        store = dir.join("bench.redb").display(),
-        secret = dir.join("secret").display(),
+secrets = [{{ file = "{{SECRET}}" }}]
+"#
     );
-    Config::from_toml_str(&text, "bench.toml").expect("config")
+    support::config(source, dir, &endpoint)
 }
 
 /// A store holding `n` new-booking events with one pending delivery each, made by a real poll.

@@ -106,3 +106,33 @@ pub async fn drain(dispatcher: Arc<Dispatcher>, store: &Store, n: u64) -> Rate {
     assert_eq!(delivered, n, "every delivery recorded as delivered");
     ours
 }
+
+/// The benches' configuration: one source polling `source` (next links, `emit_new`) into a
+/// state file in `dir`, and `endpoint` (an `[endpoints.NAME]` table; `{SECRET}` becomes the path
+/// of the signing secret written into `dir`).
+pub fn config(source: &str, dir: &std::path::Path, endpoint: &str) -> pollhook::config::Config {
+    std::fs::write(dir.join("secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+    let endpoint = endpoint.replace("{SECRET}", &dir.join("secret").display().to_string());
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[admin]
+listen = "off"
+[sources.bench]
+url = "{source}"
+every = "24h"
+items = "/data"
+status = "/status"
+ignore_fields = ["/modifiedTime"]
+first_poll = "emit_new"
+max_pages = 100000
+[sources.bench.pagination]
+style = "next_link"
+next = "/next"
+{endpoint}
+"#,
+        store = dir.join("bench.redb").display(),
+    );
+    pollhook::config::Config::from_toml_str(&text, "bench.toml").expect("config")
+}
