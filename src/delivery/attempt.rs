@@ -38,14 +38,18 @@ pub(super) async fn attempt(ep: &EndpointRuntime, item: DueItem, clock: &Clock) 
     let started = Instant::now();
     let at_ms = clock.now_ms();
     let number = delivery.attempts + 1;
+    // Each transport's future is boxed: the task spawned per attempt then holds a pointer
+    // rather than the larger of the two state machines, which is copied whenever it moves.
     let (result, status, error, body, latency) = match &ep.transport {
         Transport::Http { client, auth } => {
-            http_attempt(ep, client, auth, &event, number, at_ms, clock, started).await
+            Box::pin(http_attempt(
+                ep, client, auth, &event, number, at_ms, clock, started,
+            ))
+            .await
         }
         Transport::Nats(nats) => {
-            let p = nats
-                .publish(&ep.cfg, &event, number, clock.now(), at_ms / 1000)
-                .await;
+            let p =
+                Box::pin(nats.publish(&ep.cfg, &event, number, clock.now(), at_ms / 1000)).await;
             let latency = started.elapsed();
             ep.latency.observe(latency);
             // A server's error text could quote what it was sent: credentials are taken out.
