@@ -183,21 +183,22 @@ fn headers(
     content_type: Option<&'static str>,
 ) -> HeaderMap {
     let mut headers = ep.static_headers.clone();
-    let mut put = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
+    // An owned string becomes the header's bytes without a copy.
+    let mut put = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(name, v);
         }
     };
-    put(WEBHOOK_ID, &event.id);
-    put(WEBHOOK_TIMESTAMP, &ts.to_string());
+    put(WEBHOOK_ID, event.id.clone());
+    put(WEBHOOK_TIMESTAMP, ts.to_string());
     if !ep.cfg.keys.is_empty() {
         put(
             WEBHOOK_SIGNATURE,
-            &signing::sign(&ep.cfg.keys, &event.id, ts, body),
+            signing::sign(&ep.cfg.keys, &event.id, ts, body),
         );
     }
     if let Some(ct) = content_type {
-        put(reqwest::header::CONTENT_TYPE, ct);
+        headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
     headers
 }

@@ -84,8 +84,9 @@ struct EndpointRuntime {
     health: health::Health,
     /// Where each attempt's latency is recorded.
     latency: Recorder,
-    /// Sequence numbers of the deliveries launched and not yet committed.
-    in_flight: Mutex<std::collections::HashSet<u64>>,
+    /// Sequence numbers of the deliveries launched and not yet committed, in order (the store
+    /// skips them by binary search).
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// Sends due deliveries and records their outcomes.

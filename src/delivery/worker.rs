@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{AttemptOutcome, attempt};
-use super::{Dispatcher, MAX_IN_FLIGHT_TOTAL, Notice};
+use super::{Dispatcher, EndpointRuntime, MAX_IN_FLIGHT_TOTAL, Notice};
 use crate::outbox::{Delivery, DeliveryState, Event};
 use crate::store::{DueBatch, DueItem, StoreError};
 use crate::text::Escaped;
@@ -88,20 +88,14 @@ impl Dispatcher {
                 if !ep.cfg.enabled || disabled.contains_key(name) || left == 0 {
                     continue;
                 }
-                let mut busy: Vec<u64> = ep
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .copied()
-                    .collect();
+                let busy = ep.in_flight.lock().unwrap_or_else(|e| e.into_inner());
                 let free = launch_cap(ep.cfg.max_in_flight)
                     .saturating_sub(busy.len())
                     .min(left);
                 if free > 0 {
                     left -= free;
-                    busy.sort_unstable();
-                    wanted.push((name.clone(), free, busy));
+                    // In order already: the set is sorted.
+                    wanted.push((name.clone(), free, busy.iter().copied().collect()));
                 }
             }
         }
@@ -132,7 +126,7 @@ impl Dispatcher {
         let tx = tx.clone();
         let clock = self.clock.clone();
         tokio::spawn(async move {
-            let _permit = ep.permits.clone().acquire_owned().await;
+            let _permit = ep.permits.acquire().await;
             let out = attempt(&ep, item, &clock).await;
             let _ = tx.send(out).await;
         });
@@ -182,40 +176,53 @@ impl Dispatcher {
     /// and releases the deliveries from the in-flight set. If the write fails they are released
     /// all the same, so they are attempted again (same event id).
     async fn commit(&self, outcomes: Vec<AttemptOutcome>) -> Result<RoundReport, StoreError> {
-        let rows: Vec<(Delivery, i64)> = outcomes
+        // The rows move into the write and come back with its result, rather than being
+        // copied: a row holds several strings and its attempt history.
+        let mut events = Vec::with_capacity(outcomes.len());
+        let mut rows: Vec<(Delivery, i64)> = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            rows.push((o.delivery, o.fetched_due_ms));
+            events.push(o.event);
+        }
+        // What to release from the in-flight sets, whatever happens to the write.
+        let in_flight: Vec<(&EndpointRuntime, u64)> = rows
             .iter()
-            .map(|o| (o.delivery.clone(), o.fetched_due_ms))
+            .filter_map(|(d, _)| Some((self.endpoints.get(&d.endpoint)?.as_ref(), d.seq)))
             .collect();
-        let now = self.clock.now_ms();
-        let written = self.store.run(move |s| s.record(&rows, now)).await;
-        let release = |outcomes: &[AttemptOutcome]| {
-            for o in outcomes {
-                if let Some(ep) = self.endpoints.get(&o.delivery.endpoint) {
-                    ep.in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&o.delivery.seq);
-                }
+        let release = || {
+            for (ep, seq) in &in_flight {
+                ep.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(seq);
             }
         };
-        if let Err(e) = written {
-            release(&outcomes);
-            return Err(e);
+        let now = self.clock.now_ms();
+        let written = self
+            .store
+            .run(move |s| s.record(&rows, now).map(|_| rows))
+            .await;
+        let rows = match written {
+            Ok(rows) => rows,
+            Err(e) => {
+                release();
+                return Err(e);
+            }
+        };
+        for (d, _) in &rows {
+            self.track_health(d).await;
         }
-        for o in &outcomes {
-            self.track_health(&o.delivery).await;
-        }
-        release(&outcomes);
+        release();
         let mut report = RoundReport::default();
         let watched = self.notices.receiver_count() > 0;
-        for o in outcomes {
-            report.count(&o.delivery);
-            log_outcome(&o.delivery, &o.event);
+        for ((delivery, _), event) in rows.into_iter().zip(events) {
+            report.count(&delivery);
+            log_outcome(&delivery, &event);
             if watched {
                 let _ = self.notices.send(Notice::Attempted {
-                    endpoint: o.delivery.endpoint.clone(),
-                    event: o.event,
-                    delivery: o.delivery,
+                    endpoint: delivery.endpoint.clone(),
+                    event,
+                    delivery,
                 });
             }
         }
