@@ -59,9 +59,10 @@ pub enum DaemonError {
     /// The start-up check of the endpoints failed (a NATS stream that does not exist).
     #[error(transparent)]
     Preflight(#[from] PreflightError),
-    /// The state file was found corrupt while running; the daemon stopped.
+    /// The state file was found unusable while running (corrupt, or an I/O error the engine
+    /// will not go on after); the daemon stopped.
     #[error("stopped: {0}")]
-    Corrupt(StoreError),
+    Fault(StoreError),
 }
 
 /// The address one port above `addr`: what a second instance could listen on.
@@ -203,7 +204,7 @@ async fn start_round(app: App, round: CancellationToken) -> Result<JoinHandle<()
 }
 
 /// Runs the daemon with the configuration loaded from `path` until SIGTERM or SIGINT, or until
-/// the state file is found corrupt (then it stops and returns [`DaemonError::Corrupt`]). It
+/// the state file is found unusable (then it stops and returns [`DaemonError::Fault`]). It
 /// polls the sources `selection` keeps (re-applied on every reload).
 pub async fn run(path: &Path, cfg: Config, selection: &Selection) -> Result<(), DaemonError> {
     let cfg = cfg.select(selection)?;
@@ -262,12 +263,12 @@ async fn rounds(
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     loop {
-        if let Some(e) = store.corruption() {
-            return Err(DaemonError::Corrupt(e));
+        if let Some(e) = store.fault() {
+            return Err(DaemonError::Fault(e));
         }
         let app = match App::build_with_store(cfg.clone(), store.clone()) {
             Ok(app) => app,
-            Err(e) => return Err(store.corruption().map_or(e.into(), DaemonError::Corrupt)),
+            Err(e) => return Err(store.fault().map_or(e.into(), DaemonError::Fault)),
         };
         let round = stop.child_token();
         let mut runner = start_round(app, round.clone()).await?;
@@ -276,13 +277,13 @@ async fn rounds(
             tokio::select! {
                 res = &mut runner => {
                     notify(&[NotifyState::Stopping]);
-                    if let Some(e) = store.corruption() {
-                        return Err(DaemonError::Corrupt(e));
+                    if let Some(e) = store.fault() {
+                        return Err(DaemonError::Fault(e));
                     }
                     return res.map_err(|e| DaemonError::Task(e.to_string()));
                 }
-                e = store.corrupted() => {
-                    return stop_corrupt(e, stop, runner).await;
+                e = store.faulted() => {
+                    return stop_faulted(e, stop, runner).await;
                 }
                 sig = signals.next() => {
                     if sig == Signal::Stop {
@@ -314,8 +315,8 @@ async fn rounds(
             _ = signals.stop() => {
                 return stop_process(stop, runner).await;
             }
-            e = store.corrupted() => {
-                return stop_corrupt(e, stop, runner).await;
+            e = store.faulted() => {
+                return stop_faulted(e, stop, runner).await;
             }
         }
         *cfg = next;
@@ -359,29 +360,29 @@ async fn stop_process(stop: &CancellationToken, runner: JoinHandle<()>) -> Resul
     runner.await.map_err(|e| DaemonError::Task(e.to_string()))
 }
 
-/// The state file was found corrupt: stop everything (store operations fail at once now, so
+/// The state file was found unusable: stop everything (store operations fail at once now, so
 /// the drain is short), tell systemd, and fail with the error naming the file, so the process
 /// exits non-zero.
-async fn stop_corrupt(
+async fn stop_faulted(
     e: StoreError,
     stop: &CancellationToken,
     runner: JoinHandle<()>,
 ) -> Result<(), DaemonError> {
-    tracing::error!(error = %e, "stopping: the state file is corrupt");
+    tracing::error!(error = %e, "stopping: the state file cannot be used");
     notify(&[
         NotifyState::Stopping,
-        NotifyState::Status("stopping: the state file is corrupt"),
+        NotifyState::Status("stopping: the state file cannot be used"),
     ]);
     stop.cancel();
     if let Err(join) = runner.await {
         tracing::error!(error = %join, "pipeline task failed while stopping");
     }
-    Err(DaemonError::Corrupt(e))
+    Err(DaemonError::Fault(e))
 }
 
 /// Pings the systemd watchdog (when `WatchdogSec=` is set) at half its interval for the whole
 /// life of the process, drains included, but only while [`watchdog_check`] passes: a wedged
-/// process stops pinging and systemd restarts it; once the state file is found corrupt the
+/// process stops pinging and systemd restarts it; once the state file is found unusable the
 /// pings stop for good.
 async fn watchdog(store: Store, stop: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
@@ -397,7 +398,7 @@ async fn watchdog(store: Store, stop: CancellationToken) {
             Ok(()) => notify(&[NotifyState::Watchdog]),
             Err(why) => {
                 tracing::error!("{why}; withholding the watchdog ping");
-                if store.corruption().is_some() {
+                if store.fault().is_some() {
                     return;
                 }
             }
@@ -405,10 +406,10 @@ async fn watchdog(store: Store, stop: CancellationToken) {
     }
 }
 
-/// Whether the watchdog may ping: the state file is not known to be corrupt and answers a read
+/// Whether the watchdog may ping: the state file is not known to be unusable and answers a read
 /// within 5 s.
 async fn watchdog_check(store: &Store) -> Result<(), String> {
-    if let Some(e) = store.corruption() {
+    if let Some(e) = store.fault() {
         return Err(e.to_string());
     }
     match tokio::time::timeout(Duration::from_secs(5), store.run(|s| s.counts())).await {
@@ -474,10 +475,22 @@ mod tests {
         assert!(why.contains("state.redb"), "{why}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_daemon_stops_with_an_error_naming_the_file_once_corruption_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(&dir);
+    /// The engine's answer to every write after one failed with an I/O error (a full disk).
+    async fn io_failed(store: &Store) -> StoreError {
+        let r: Result<(), StoreError> = store
+            .run(|_| Err(StoreError::Db(redb::Error::PreviousIo)))
+            .await;
+        match r {
+            Err(e) => e,
+            Ok(()) => panic!("the operation failed yet succeeded"),
+        }
+    }
+
+    /// Runs the daemon on `cfg`'s store until `fault` is seen, and returns its error.
+    async fn daemon_stopped_by(
+        cfg: Config,
+        fault: impl AsyncFnOnce(&Store) -> StoreError,
+    ) -> DaemonError {
         let store = App::open_store(&cfg).unwrap();
         let running = store.clone();
         let daemon = tokio::spawn(async move {
@@ -495,13 +508,36 @@ mod tests {
             !daemon.is_finished(),
             "the daemon runs until something stops it"
         );
-        corrupt(&store).await;
+        fault(&store).await;
         let result = tokio::time::timeout(Duration::from_secs(20), daemon)
             .await
-            .expect("the daemon stops once the state file is corrupt")
+            .expect("the daemon stops once the state file cannot be used")
             .unwrap();
-        let e = result.unwrap_err();
-        assert!(matches!(e, DaemonError::Corrupt(_)), "{e}");
+        result.unwrap_err()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemon_stops_once_the_engine_refuses_writes_after_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = daemon_stopped_by(config(&dir), io_failed).await;
+        assert!(
+            matches!(e, DaemonError::Fault(StoreError::Io { .. })),
+            "{e}"
+        );
+        let message = e.to_string();
+        assert!(message.contains("an earlier write failed"), "{message}");
+        assert!(message.contains("systemd restarts it"), "{message}");
+        assert!(
+            message.contains(&dir.path().join("state.redb").display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemon_stops_with_an_error_naming_the_file_once_corruption_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = daemon_stopped_by(config(&dir), corrupt).await;
+        assert!(matches!(e, DaemonError::Fault(_)), "{e}");
         let message = e.to_string();
         assert!(message.contains("is corrupt"), "{message}");
         assert!(

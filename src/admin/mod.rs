@@ -77,10 +77,10 @@ pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
 
-/// Ready: the state file is not known to be corrupt, the store answers, and no source has
-/// failed its last [`NOT_READY_AFTER`] polls.
+/// Ready: the state file is not known to be unusable (corrupt, or refused after an I/O error),
+/// the store answers, and no source has failed its last [`NOT_READY_AFTER`] polls.
 async fn readyz(State(app): State<App>) -> Response {
-    if let Some(e) = app.state_file_corruption() {
+    if let Some(e) = app.state_file_fault() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
     }
     let sources = app.source_health();

@@ -133,7 +133,7 @@ struct View {
     /// Reload interval in seconds; 0 for none.
     refresh: u32,
     now_ms: i64,
-    corruption: Option<String>,
+    fault: Option<String>,
     sources: Vec<SourceRow>,
     endpoints: Vec<(EndpointReport, Option<EndpointCounts>)>,
     events: Vec<Event>,
@@ -210,7 +210,7 @@ async fn read(app: &App, refresh: u32) -> Result<View, crate::store::StoreError>
     Ok(View {
         refresh,
         now_ms: app.clock().now_ms(),
-        corruption: app.state_file_corruption().map(|e| e.to_string()),
+        fault: app.state_file_fault().map(|e| e.to_string()),
         sources,
         endpoints,
         events,
@@ -286,8 +286,8 @@ fn render(v: &View) -> Markup {
                         " · not reloading (" a href="?" { "reload every " (REFRESH_SECONDS) " s" } ")"
                     }
                 }
-                @if let Some(c) = &v.corruption {
-                    p.banner { "The state file is corrupt; pollhook stops: " (c) }
+                @if let Some(c) = &v.fault {
+                    p.banner { "The state file cannot be used; pollhook stops: " (c) }
                 }
                 (problems(v))
                 p id="result" role="status" {}

@@ -288,10 +288,10 @@ impl App {
         &self.inner.store
     }
 
-    /// The corruption found in the state file, once an operation found it (see
-    /// [`Store::corruption`]); the daemon then stops and readiness fails.
-    pub fn state_file_corruption(&self) -> Option<StoreError> {
-        self.inner.store.corruption()
+    /// Why the state file cannot be used, once an operation found it (see [`Store::fault`]):
+    /// corrupt, or refused after an I/O error; the daemon then stops and readiness fails.
+    pub fn state_file_fault(&self) -> Option<StoreError> {
+        self.inner.store.fault()
     }
 
     /// The clock every part of this instance reads. Tests advance it instead of sleeping.

@@ -163,6 +163,21 @@ pub enum StoreError {
         /// What was found.
         reason: String,
     },
+    /// An I/O error on the state file (a full file system, a failing disk). After one, the
+    /// database engine refuses every further write until the file is reopened, so the store
+    /// refuses every operation and the daemon stops: under systemd it is restarted, and the file
+    /// holds everything up to its last commit.
+    #[error(
+        "state file {path}: {reason}. After an I/O error the database engine accepts no further writes until the file is reopened, so pollhook stops (systemd restarts it: the file keeps everything up to its last commit, and deliveries whose outcome was not recorded are sent again with the same event id). Check the free space and the disk of {dir}"
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// The engine's report.
+        reason: String,
+    },
     /// There is no file to inspect (opening creates one; inspecting does not).
     #[error("state file {path} does not exist")]
     Missing {
@@ -228,6 +243,12 @@ impl StoreError {
     pub fn is_corruption(&self) -> bool {
         matches!(self, StoreError::Corrupted { .. })
     }
+
+    /// Whether the state file cannot be used by this process any more: corrupt, or refused by
+    /// the engine after an I/O error. The daemon stops on either.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Corrupted { .. } | StoreError::Io { .. })
+    }
 }
 
 macro_rules! db_err {
@@ -256,74 +277,103 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
     format!("the database engine panicked reading it ({message})")
 }
 
-/// The engine's own report of corruption inside a store error, if it is one.
-fn engine_corruption(e: &StoreError) -> Option<String> {
+/// Why the state file cannot be used any more: it is damaged, or an I/O error left the engine
+/// refusing writes until the file is reopened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    Corrupt(String),
+    Io(String),
+}
+
+/// The fault inside a store error, if it is one: the engine's report of corruption, or of an
+/// I/O error (after which it refuses every write: `PreviousIo`).
+fn engine_fault(e: &StoreError) -> Option<Fault> {
     match e {
-        StoreError::Db(redb::Error::Corrupted(reason)) => Some(reason.clone()),
-        StoreError::Corrupted { reason, .. } => Some(reason.clone()),
+        StoreError::Db(redb::Error::Corrupted(reason)) => Some(Fault::Corrupt(reason.clone())),
+        StoreError::Corrupted { reason, .. } => Some(Fault::Corrupt(reason.clone())),
+        StoreError::Db(redb::Error::Io(io)) => Some(Fault::Io(format!("I/O error: {io}"))),
+        StoreError::Db(redb::Error::PreviousIo) => Some(Fault::Io(
+            "an earlier write failed with an I/O error".into(),
+        )),
+        StoreError::Io { reason, .. } => Some(Fault::Io(reason.clone())),
         _ => None,
     }
 }
 
-/// Whether the state file has been found corrupt. Set once, by the first operation on the store
-/// that panics inside the database engine or gets its corruption error; every clone of the
-/// store shares it, and the watchdog, readiness and the daemon read it. Once set, every
-/// operation fails at once with [`StoreError::Corrupted`] without touching the file again.
+/// Whether the state file has been found unusable: corrupt, or refused by the engine after an
+/// I/O error. Set once, by the first operation on the store that panics inside the database
+/// engine or gets its corruption or I/O error; every clone of the store shares it, and the
+/// watchdog, readiness and the daemon read it. Once set, every operation fails at once with
+/// [`StoreError::Corrupted`] or [`StoreError::Io`] without touching the file again: after a
+/// failed commit the engine would still read, and the delivery worker would send the same
+/// deliveries again and again without ever recording them.
 pub(crate) struct Health {
     path: PathBuf,
-    corrupt: watch::Sender<Option<String>>,
+    fault: watch::Sender<Option<Fault>>,
 }
 
 impl Health {
     fn new(path: &Path) -> Arc<Health> {
         Arc::new(Health {
             path: path.to_path_buf(),
-            corrupt: watch::Sender::new(None),
+            fault: watch::Sender::new(None),
         })
     }
 
     fn error(&self) -> Option<StoreError> {
-        self.corrupt
-            .borrow()
-            .clone()
-            .map(|reason| StoreError::Corrupted {
-                path: self.path.clone(),
-                reason,
-            })
+        self.fault.borrow().clone().map(|f| self.error_of(f))
     }
 
-    /// Records corruption (the first cause is kept) and returns the error to report.
-    fn mark(&self, reason: String) -> StoreError {
-        let first = self.corrupt.send_if_modified(|v| {
+    fn error_of(&self, fault: Fault) -> StoreError {
+        match fault {
+            Fault::Corrupt(reason) => StoreError::Corrupted {
+                path: self.path.clone(),
+                reason,
+            },
+            Fault::Io(reason) => StoreError::Io {
+                path: self.path.clone(),
+                dir: dir_of(&self.path).to_path_buf(),
+                reason,
+            },
+        }
+    }
+
+    /// Records the fault (the first one is kept) and returns the error to report.
+    fn mark(&self, fault: Fault) -> StoreError {
+        let first = self.fault.send_if_modified(|v| {
             if v.is_none() {
-                *v = Some(reason.clone());
+                *v = Some(fault.clone());
                 true
             } else {
                 false
             }
         });
         if first {
-            tracing::error!(store = %self.path.display(), %reason, "the state file is corrupt; no further operation will touch it");
+            match &fault {
+                Fault::Corrupt(reason) => {
+                    tracing::error!(store = %self.path.display(), %reason, "the state file is corrupt; no further operation will touch it")
+                }
+                Fault::Io(reason) => {
+                    tracing::error!(store = %self.path.display(), %reason, "I/O error on the state file; the engine accepts no further writes until it is reopened, so no further operation will touch it")
+                }
+            }
         }
-        self.error().unwrap_or_else(|| StoreError::Corrupted {
-            path: self.path.clone(),
-            reason,
-        })
+        self.error().unwrap_or_else(|| self.error_of(fault))
     }
 
-    /// Runs one store operation: refused once the file is known to be corrupt; a panic inside it
-    /// (the engine on a damaged page) or the engine's corruption error marks the file corrupt.
+    /// Runs one store operation: refused once the file is known to be unusable; a panic inside
+    /// it (the engine on a damaged page) or the engine's corruption or I/O error marks it so.
     pub(crate) fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if let Some(e) = self.error() {
             return Err(e);
         }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(match engine_corruption(&e) {
-                Some(reason) => self.mark(reason),
+            Ok(Err(e)) => Err(match engine_fault(&e) {
+                Some(fault) => self.mark(fault),
                 None => e,
             }),
-            Err(payload) => Err(self.mark(panicked(&*payload))),
+            Err(payload) => Err(self.mark(Fault::Corrupt(panicked(&*payload)))),
         }
     }
 }
@@ -622,16 +672,17 @@ impl Store {
         self.health.guard(f)
     }
 
-    /// The corruption found in the state file, once any operation found it: a panic inside the
-    /// database engine or its corruption error. The watchdog, readiness and the daemon check
-    /// this; once set, every operation fails with it.
-    pub fn corruption(&self) -> Option<StoreError> {
+    /// Why the state file cannot be used any more, once any operation found it: a panic inside
+    /// the database engine, its corruption error, or an I/O error (after which the engine
+    /// refuses every write until the file is reopened). The watchdog, readiness and the daemon
+    /// check this; once set, every operation fails with it.
+    pub fn fault(&self) -> Option<StoreError> {
         self.health.error()
     }
 
-    /// Waits until the state file is found corrupt; returns the error.
-    pub async fn corrupted(&self) -> StoreError {
-        let mut rx = self.health.corrupt.subscribe();
+    /// Waits until the state file is found unusable (see [`Store::fault`]); returns the error.
+    pub async fn faulted(&self) -> StoreError {
+        let mut rx = self.health.fault.subscribe();
         let _ = rx.wait_for(Option::is_some).await;
         self.health
             .error()
@@ -727,7 +778,9 @@ impl Store {
         let store = self.clone();
         match tokio::task::spawn_blocking(move || store.guard(|| f(&store))).await {
             Ok(r) => r,
-            Err(e) if e.is_panic() => Err(self.health.mark(panicked(&*e.into_panic()))),
+            Err(e) if e.is_panic() => {
+                Err(self.health.mark(Fault::Corrupt(panicked(&*e.into_panic()))))
+            }
             Err(e) => Err(StoreError::Task(e.to_string())),
         }
     }

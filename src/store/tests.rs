@@ -476,7 +476,7 @@ fn known_lists_only_this_source() {
 async fn a_panicking_operation_is_corruption_and_every_later_one_is_refused() {
     let (d, s) = store();
     let path = d.path().join("t.redb");
-    assert!(s.corruption().is_none());
+    assert!(s.fault().is_none());
     let r: Result<()> = s.run(|_| panic!("simulated engine panic")).await;
     let e = r.unwrap_err();
     assert!(matches!(e, StoreError::Corrupted { .. }), "{e}");
@@ -486,10 +486,10 @@ async fn a_panicking_operation_is_corruption_and_every_later_one_is_refused() {
     assert!(message.contains("simulated engine panic"), "{message}");
     // The flag is set, on every clone, and nothing touches the file any more.
     let clone = s.clone();
-    assert!(clone.corruption().is_some_and(|e| e.is_corruption()));
+    assert!(clone.fault().is_some_and(|e| e.is_corruption()));
     assert!(s.counts().unwrap_err().is_corruption());
     assert!(clone.run(|s| s.counts()).await.unwrap_err().is_corruption());
-    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), s.corrupted())
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), s.faulted())
         .await
         .expect("corrupted() returns once the flag is set");
     assert!(waited.is_corruption());
@@ -502,7 +502,7 @@ async fn the_engines_corruption_error_marks_the_file_corrupt() {
         .run(|_| Err(StoreError::Db(redb::Error::Corrupted("bad page".into()))))
         .await;
     assert!(r.unwrap_err().is_corruption());
-    assert!(s.corruption().is_some());
+    assert!(s.fault().is_some());
 }
 
 #[tokio::test]
@@ -519,7 +519,7 @@ async fn other_failures_are_not_corruption() {
         })
         .await;
     assert!(matches!(r, Err(StoreError::Corrupt { .. })));
-    assert!(s.corruption().is_none());
+    assert!(s.fault().is_none());
     s.counts().unwrap();
 }
 
@@ -581,4 +581,127 @@ fn an_empty_file_is_not_a_store_for_inspection_either() {
     let e = Store::inspect(&path).unwrap_err();
     assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}
+
+/// A state file whose writes and syncs fail while `failing` is set, the way a full file
+/// system fails them.
+#[derive(Debug)]
+struct FullDisk {
+    file: redb::backends::FileBackend,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FullDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FullDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+}
+
+/// A store on a [`FullDisk`] file in a temporary directory, and its switch.
+fn full_disk_store() -> (tempfile::TempDir, Store, Arc<std::sync::atomic::AtomicBool>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backend = FullDisk {
+        file: redb::backends::FileBackend::new(file).unwrap(),
+        failing: failing.clone(),
+    };
+    let db = Database::builder().create_with_backend(backend).unwrap();
+    let s = Store::with(db, &path);
+    s.prepare(&path).unwrap();
+    (dir, s, failing)
+}
+
+#[tokio::test]
+async fn a_failed_write_stops_every_later_operation_and_the_reopened_file_lost_nothing() {
+    let (d, s, failing) = full_disk_store();
+    emit(&s, "b1", &["ep"], 10);
+    let due = s.due(100, &ALL).unwrap();
+    assert_eq!(due.items.len(), 1);
+    let mut delivered = due.items[0].delivery.clone();
+    let prev = delivered.next_ms;
+    delivered.state = DeliveryState::Delivered;
+
+    // The disk fills up as the outcome is committed.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = s.record(&[(delivered.clone(), prev)], 100).unwrap_err();
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert!(e.is_fatal() && !e.is_corruption(), "{e}");
+    let message = e.to_string();
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(
+        message.contains(&d.path().join("t.redb").display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("free space"), "{message}");
+
+    // Space is back, but the engine would refuse every write until the file is reopened while
+    // still answering reads: the worker would send the same delivery again and again without
+    // recording it. So every operation is refused, reads included, and the daemon is told.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(s.due(100, &ALL), Err(StoreError::Io { .. })));
+    assert!(matches!(
+        s.record(&[(delivered, prev)], 100),
+        Err(StoreError::Io { .. })
+    ));
+    assert!(s.clone().fault().is_some_and(|e| e.is_fatal()));
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), s.faulted())
+        .await
+        .expect("faulted() returns once the fault is set");
+    assert!(matches!(waited, StoreError::Io { .. }), "{waited}");
+
+    // Restarted (reopened), the file is as its last commit left it: the delivery is still due.
+    drop(s);
+    let s = Store::open(&d.path().join("t.redb")).unwrap();
+    let again = s.due(100, &ALL).unwrap();
+    assert_eq!(again.items.len(), 1);
+    assert_eq!(
+        again.items[0].event.id, due.items[0].event.id,
+        "same event, same id"
+    );
+    assert_eq!(again.items[0].delivery.state, DeliveryState::Pending);
+}
+
+#[tokio::test]
+async fn the_engines_io_errors_mark_the_store_unusable() {
+    let (_d, s) = store();
+    let r: Result<()> = s
+        .run(|_| Err(StoreError::Db(redb::Error::PreviousIo)))
+        .await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("an earlier write failed"), "{e}");
+    assert!(s.counts().unwrap_err().is_fatal());
 }

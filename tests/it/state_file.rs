@@ -401,14 +401,8 @@ fn a_read_only_state_directory_is_named_and_not_blamed_on_another_pollhook() {
 async fn readiness_reports_a_corrupt_state_file() {
     let t = spawn_app(Options::default()).await;
     t.poll().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(pollhook::admin::serve(
-        listener,
-        t.app.clone(),
-        cancel.clone(),
-    ));
+    let addr = start_admin(&t.app, &cancel).await;
     let url = format!("http://{addr}/readyz");
     let ready = reqwest::get(&url).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
@@ -420,7 +414,7 @@ async fn readiness_reports_a_corrupt_state_file() {
         .run(|_| panic!("simulated engine panic on a damaged page"))
         .await;
     assert!(r.unwrap_err().is_corruption());
-    assert!(t.app.state_file_corruption().is_some());
+    assert!(t.app.state_file_fault().is_some());
 
     let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status().as_u16(), 503);
@@ -435,5 +429,30 @@ async fn readiness_reports_a_corrupt_state_file() {
     let polled = t.app.poll_now("hotel").await;
     assert!(polled.is_err());
     cancel.cancel();
-    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn after_an_io_error_on_the_state_file_nothing_touches_it_and_readiness_says_why() {
+    let t = spawn_app(Options::default()).await;
+    t.poll().await;
+    // The engine's answer to every write once one failed with an I/O error (a full disk).
+    let r: Result<(), StoreError> = t
+        .app
+        .store()
+        .run(|_| Err(StoreError::Db(redb::Error::PreviousIo)))
+        .await;
+    let e = r.unwrap_err();
+    assert!(e.is_fatal() && !e.is_corruption(), "{e}");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let addr = start_admin(&t.app, &cancel).await;
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("accepts no further writes"), "{body}");
+    assert!(body.contains("free space"), "{body}");
+    // No poll and no delivery round touches the file (a round would send without recording).
+    assert!(t.app.poll_now("hotel").await.is_err());
+    assert!(t.app.deliver_due().await.is_err());
+    assert!(t.app.counts().await.unwrap_err().is_fatal());
+    cancel.cancel();
 }
