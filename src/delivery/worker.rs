@@ -25,6 +25,11 @@ const COMMIT_BATCH: usize = 512;
 /// 210 after. Nothing waits when no attempt is running, so a lone delivery is committed at once.
 const COMMIT_LINGER: Duration = Duration::from_millis(2);
 
+/// How long a delivery whose outcome the store cannot write (short of a fault of the state
+/// file, which stops the daemon) stays in flight before it is attempted again: released at
+/// once, it would be fetched and sent again at once, in a loop, and never recorded.
+const UNRECORDABLE_HOLD: Duration = Duration::from_secs(60);
+
 /// Attempts launched per endpoint and not yet committed: eight times its concurrency, so
 /// requests go on while earlier outcomes wait for their commit's fsync (the cap on all endpoints
 /// together is [`MAX_IN_FLIGHT_TOTAL`]).
@@ -159,12 +164,11 @@ impl Dispatcher {
                 }
             }
             let n = batch.len();
-            match self.commit(batch).await {
-                Ok(r) => report.add(r),
-                Err(e) => {
-                    tracing::error!(error = %Escaped(&e), "cannot record delivery outcomes; they will be sent again");
-                    first_error.get_or_insert(e);
-                }
+            let (written, error) = self.commit(batch).await;
+            report.add(written);
+            if let Some(e) = error {
+                tracing::error!(error = %Escaped(&e), "cannot record a batch of delivery outcomes; those not recorded are sent again");
+                first_error.get_or_insert(e);
             }
             running.0.fetch_sub(n, Ordering::AcqRel);
             after_batch();
@@ -174,8 +178,11 @@ impl Dispatcher {
 
     /// Writes one batch of outcomes in ONE transaction, then updates health, logs and notices
     /// and releases the deliveries from the in-flight set. If the write fails they are released
-    /// all the same, so they are attempted again (same event id).
-    async fn commit(&self, outcomes: Vec<AttemptOutcome>) -> Result<RoundReport, StoreError> {
+    /// all the same, so they are attempted again (same event id); if it fails short of a fault
+    /// of the state file (see [`StoreError::is_fatal`]), each row is written alone, and a row
+    /// that still cannot be written is held in flight for [`UNRECORDABLE_HOLD`] rather than sent
+    /// again at once. Returns the counts of what was written and the first error.
+    async fn commit(&self, outcomes: Vec<AttemptOutcome>) -> (RoundReport, Option<StoreError>) {
         // The rows move into the write and come back with its result, rather than being
         // copied: a row holds several strings and its attempt history.
         let mut events = Vec::with_capacity(outcomes.len());
@@ -189,8 +196,14 @@ impl Dispatcher {
             .iter()
             .filter_map(|(d, _)| Some((self.endpoints.get(&d.endpoint)?.as_ref(), d.seq)))
             .collect();
-        let release = || {
+        let release = |held: &[(String, u64)]| {
             for (ep, seq) in &in_flight {
+                if held
+                    .iter()
+                    .any(|(name, s)| s == seq && *name == ep.cfg.name)
+                {
+                    continue;
+                }
                 ep.in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -200,19 +213,32 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let written = self
             .store
-            .run(move |s| s.record(&rows, now).map(|_| rows))
+            .run(move |s| {
+                let r = s.record(&rows, now);
+                Ok((rows, r))
+            })
             .await;
-        let rows = match written {
-            Ok(rows) => rows,
-            Err(e) => {
-                release();
-                return Err(e);
+        let (rows, events, error, held) = match written {
+            Ok((rows, Ok(_))) => (rows, events, None, Vec::new()),
+            Ok((rows, Err(e))) if !e.is_fatal() => {
+                match self.record_one_by_one(rows, events, now).await {
+                    Some((rows, events, unrecordable)) => (rows, events, Some(e), unrecordable),
+                    None => {
+                        release(&[]);
+                        return (RoundReport::default(), Some(e));
+                    }
+                }
+            }
+            Ok((_, Err(e))) | Err(e) => {
+                release(&[]);
+                return (RoundReport::default(), Some(e));
             }
         };
         for (d, _) in &rows {
             self.track_health(d).await;
         }
-        release();
+        release(&held);
+        self.hold(held);
         let mut report = RoundReport::default();
         let watched = self.notices.receiver_count() > 0;
         for ((delivery, _), event) in rows.into_iter().zip(events) {
@@ -226,7 +252,70 @@ impl Dispatcher {
                 });
             }
         }
-        Ok(report)
+        (report, error)
+    }
+
+    /// After a batch failed to be written: writes each row alone, in order, so one row the
+    /// store cannot write does not hold back the others. Returns the rows written with their
+    /// events, and the keys of those that could not be.
+    async fn record_one_by_one(
+        &self,
+        rows: Vec<(Delivery, i64)>,
+        events: Vec<Arc<Event>>,
+        now: i64,
+    ) -> Option<(Vec<(Delivery, i64)>, Vec<Arc<Event>>, Vec<(String, u64)>)> {
+        let split = self
+            .store
+            .run(move |s| {
+                let mut written = (Vec::new(), Vec::new());
+                let mut failed = Vec::new();
+                for (row, event) in rows.into_iter().zip(events) {
+                    match s.record(std::slice::from_ref(&row), now) {
+                        Ok(_) => {
+                            written.0.push(row);
+                            written.1.push(event);
+                        }
+                        Err(e) => failed.push((row.0, event, e)),
+                    }
+                }
+                Ok((written, failed))
+            })
+            .await;
+        // Refused at once: the state file was found unusable meanwhile.
+        let ((rows, events), failed) = split.ok()?;
+        let unrecordable = failed
+            .into_iter()
+            .map(|(d, event, e)| {
+                tracing::error!(
+                    endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id),
+                    error = %Escaped(&e), hold = ?UNRECORDABLE_HOLD,
+                    "cannot record this delivery's outcome; it is held, then attempted again with the same event id"
+                );
+                (d.endpoint, d.seq)
+            })
+            .collect();
+        Some((rows, events, unrecordable))
+    }
+
+    /// Keeps deliveries in flight (not fetched, so not sent) for [`UNRECORDABLE_HOLD`], then
+    /// releases them.
+    fn hold(&self, keys: Vec<(String, u64)>) {
+        if keys.is_empty() {
+            return;
+        }
+        let held: Vec<(Arc<EndpointRuntime>, u64)> = keys
+            .into_iter()
+            .filter_map(|(endpoint, seq)| Some((self.endpoints.get(&endpoint)?.clone(), seq)))
+            .collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(UNRECORDABLE_HOLD).await;
+            for (ep, seq) in held {
+                ep.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&seq);
+            }
+        });
     }
 
     /// One round now: every due lane head not in flight is attempted once (concurrently,
@@ -336,5 +425,113 @@ fn log_outcome(d: &Delivery, event: &Event) {
             endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id), status, error,
             attempts = d.attempts, "delivery dead-lettered after its last attempt"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::outbox::EventKind;
+
+    /// A receiver on 127.0.0.1:0 answering 200 to everything; returns its URL and the count of
+    /// requests it got.
+    async fn receiver() -> (String, Arc<AtomicU64>) {
+        let got = Arc::new(AtomicU64::new(0));
+        let counter = got.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/hook"), got)
+    }
+
+    /// New-booking events for `bookings` (in order), each with a delivery to endpoint `crm`.
+    fn emit(store: &crate::store::Store, bookings: &[&str]) -> Vec<Event> {
+        store.begin_poll("hotel", b"cp").unwrap();
+        store
+            .promote(
+                "hotel",
+                false,
+                |_, _, _| Ok(()),
+                |t| {
+                    for b in bookings {
+                        t.emit(
+                            EventKind::New,
+                            b,
+                            serde_json::json!({ "id": b }),
+                            vec![],
+                            &[("crm", 0)],
+                            1,
+                        )?;
+                    }
+                    Ok(t.take_emitted().0)
+                },
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_outcome_the_store_cannot_write_is_held_not_sent_again_in_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, got) = receiver().await;
+        let toml = format!(
+            "[store]\npath = \"{}\"\n[admin]\nlisten = \"off\"\n[sources.hotel]\nurl = \"http://127.0.0.1:1/b\"\nevery = \"1h\"\n[endpoints.crm]\nurl = \"{url}\"\n",
+            dir.path().join("state.redb").display()
+        );
+        let cfg = Config::from_toml_str(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::store::Store::open(&cfg.store_path).unwrap();
+        // b1 twice (its second event waits behind the first in its lane), then b2.
+        let events = emit(&store, &["b1", "b1", "b2"]);
+        assert_eq!(events.len(), 3);
+        // Finishing b1's first delivery promotes the second, whose row cannot be read.
+        store.overwrite_delivery_row("crm", events[1].seq, b"\xffnot a row");
+        let (tx, _) = tokio::sync::broadcast::channel(16);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            Clock::system(),
+            &cfg.endpoints,
+            tx,
+            &crate::metrics::Metrics::new(),
+        )
+        .unwrap();
+
+        let first = dispatcher.deliver_due().await;
+        assert_eq!(
+            got.load(Ordering::SeqCst),
+            2,
+            "b1's first event and b2's were sent"
+        );
+        assert!(first.is_err(), "the failed write is reported: {first:?}");
+        // b2's outcome was written all the same: one bad row does not hold back the batch.
+        let b2 = store.deliveries_of(events[2].seq).unwrap();
+        assert_eq!(b2[0].state, DeliveryState::Delivered);
+        let b1 = store.deliveries_of(events[0].seq).unwrap();
+        assert_eq!(
+            b1[0].state,
+            DeliveryState::Pending,
+            "b1's outcome could not be written"
+        );
+
+        // The next rounds do not send b1 again at once: it is held in flight.
+        for _ in 0..3 {
+            let round = dispatcher.deliver_due().await.unwrap();
+            assert_eq!(round.attempted, 0);
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 2, "nothing was sent again");
+        let crm = dispatcher.endpoints.get("crm").unwrap();
+        assert!(
+            crm.in_flight.lock().unwrap().contains(&events[0].seq),
+            "held in flight until UNRECORDABLE_HOLD has passed"
+        );
     }
 }

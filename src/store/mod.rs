@@ -787,4 +787,17 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// Replaces a delivery row's bytes, for tests of rows the store cannot read.
+    pub(crate) fn overwrite_delivery_row(&self, endpoint: &str, seq: u64, bytes: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(DELIVERIES)
+            .unwrap()
+            .insert((endpoint, seq), bytes)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+#[cfg(test)]
 mod tests;
