@@ -212,6 +212,14 @@ async fn latency(coalesce: &str, samples: usize) {
     r.cancel.cancel();
 }
 
+/// A booking document without the field the source ignores.
+fn without_modified_time(mut booking: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = booking.as_object_mut() {
+        o.remove("modifiedTime");
+    }
+    booking
+}
+
 async fn sustained(rate: u64, secs: u64) {
     const BOOKINGS: usize = 5000;
     let r = Arc::new(rig(BOOKINGS, "25ms").await);
@@ -254,7 +262,9 @@ async fn sustained(rate: u64, secs: u64) {
         refused += f;
     }
     let sending = started.elapsed();
-    // Every changed booking's last delivered event must carry its final state.
+    // Every changed booking's last delivered event must carry its final state, up to the
+    // ignored `modifiedTime`: two changes that cancel out between two lookups (a departure moved
+    // a day and back) leave only `modifiedTime` changed, which rightly gives no event.
     let modified: std::collections::BTreeSet<String> = (0..total)
         .map(|n| (1001 + (n * 7919 % BOOKINGS as u64)).to_string())
         .collect();
@@ -262,7 +272,7 @@ async fn sustained(rate: u64, secs: u64) {
         .sim
         .bookings()
         .into_iter()
-        .map(|b| (b["id"].to_string(), b))
+        .map(|b| (b["id"].to_string(), without_modified_time(b)))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let (missing, delivered) = loop {
@@ -271,7 +281,7 @@ async fn sustained(rate: u64, secs: u64) {
         for a in &accepted {
             if let Some(j) = a.json() {
                 let id = j["booking_id"].as_str().unwrap_or("").to_string();
-                last.insert(id, j["booking"].clone());
+                last.insert(id, without_modified_time(j["booking"].clone()));
             }
         }
         let missing = modified
