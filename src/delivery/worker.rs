@@ -435,7 +435,6 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::config::Config;
-    use crate::outbox::EventKind;
 
     /// A receiver on 127.0.0.1:0 answering 200 to everything; returns its URL and the count of
     /// requests it got.
@@ -455,31 +454,6 @@ mod tests {
         (format!("http://{addr}/hook"), got)
     }
 
-    /// New-booking events for `bookings` (in order), each with a delivery to endpoint `crm`.
-    fn emit(store: &crate::store::Store, bookings: &[&str]) -> Vec<Event> {
-        store.begin_poll("hotel", b"cp").unwrap();
-        store
-            .promote(
-                "hotel",
-                false,
-                |_, _, _| Ok(()),
-                |t| {
-                    for b in bookings {
-                        t.emit(
-                            EventKind::New,
-                            b,
-                            serde_json::json!({ "id": b }),
-                            vec![],
-                            &[("crm", 0)],
-                            1,
-                        )?;
-                    }
-                    Ok(t.take_emitted().0)
-                },
-            )
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn an_outcome_the_store_cannot_write_is_held_not_sent_again_in_a_loop() {
         let dir = tempfile::tempdir().unwrap();
@@ -491,7 +465,7 @@ mod tests {
         let cfg = Config::from_toml_str(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let store = crate::store::Store::open(&cfg.store_path).unwrap();
         // b1 twice (its second event waits behind the first in its lane), then b2.
-        let events = emit(&store, &["b1", "b1", "b2"]);
+        let events = store.emit_new("hotel", &["b1", "b1", "b2"], &["crm"], 1);
         assert_eq!(events.len(), 3);
         // Finishing b1's first delivery promotes the second, whose row cannot be read.
         store.overwrite_delivery_row("crm", events[1].seq, b"\xffnot a row");

@@ -788,6 +788,38 @@ impl Store {
 
 #[cfg(test)]
 impl Store {
+    /// Commits one poll of `source` that emits a `new` event for each of `bookings` (in
+    /// order), detected at `now`, with a delivery to each of `endpoints`; returns the events.
+    pub(crate) fn emit_new(
+        &self,
+        source: &str,
+        bookings: &[&str],
+        endpoints: &[&str],
+        now: i64,
+    ) -> Vec<crate::outbox::Event> {
+        let eps: Vec<(&str, i64)> = endpoints.iter().map(|e| (*e, 0)).collect();
+        self.begin_poll(source, b"cp").unwrap();
+        self.promote(
+            source,
+            false,
+            |_, _, _| Ok(()),
+            |t| {
+                for b in bookings {
+                    t.emit(
+                        crate::outbox::EventKind::New,
+                        b,
+                        serde_json::json!({ "id": b }),
+                        vec![],
+                        &eps,
+                        now,
+                    )?;
+                }
+                Ok(t.take_emitted().0)
+            },
+        )
+        .unwrap()
+    }
+
     /// Replaces a delivery row's bytes, for tests of rows the store cannot read.
     pub(crate) fn overwrite_delivery_row(&self, endpoint: &str, seq: u64, bytes: &[u8]) {
         let txn = self.db.begin_write().unwrap();

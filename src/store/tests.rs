@@ -12,25 +12,7 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn emit(s: &Store, booking: &str, eps: &[&str], now: i64) -> Vec<Event> {
-    let eps: Vec<(&str, i64)> = eps.iter().map(|e| (*e, 0)).collect();
-    s.begin_poll("src", b"cp").unwrap();
-    s.promote(
-        "src",
-        false,
-        |_, _, _| Ok(()),
-        |t| {
-            t.emit(
-                EventKind::New,
-                booking,
-                json!({"id": booking}),
-                vec![],
-                &eps,
-                now,
-            )?;
-            Ok(t.take_emitted().0)
-        },
-    )
-    .unwrap()
+    s.emit_new("src", &[booking], eps, now)
 }
 
 fn staged_doc(id: &str, doc: serde_json::Value, order: u64) -> PageOp {
