@@ -96,6 +96,9 @@ pub struct Dispatcher {
     endpoints: HashMap<String, Arc<EndpointRuntime>>,
     disabled: Mutex<HashMap<String, Disabled>>,
     notices: broadcast::Sender<Notice>,
+    /// How long an outcome the store cannot write keeps its delivery in flight
+    /// ([`worker::UNRECORDABLE_HOLD`]; shorter in tests).
+    unrecordable_hold: std::time::Duration,
 }
 
 impl Dispatcher {
@@ -152,6 +155,7 @@ impl Dispatcher {
             endpoints: map,
             disabled: Mutex::new(disabled),
             notices,
+            unrecordable_hold: worker::UNRECORDABLE_HOLD,
         })
     }
 }

@@ -28,7 +28,7 @@ const COMMIT_LINGER: Duration = Duration::from_millis(2);
 /// How long a delivery whose outcome the store cannot write (short of a fault of the state
 /// file, which stops the daemon) stays in flight before it is attempted again: released at
 /// once, it would be fetched and sent again at once, in a loop, and never recorded.
-const UNRECORDABLE_HOLD: Duration = Duration::from_secs(60);
+pub(super) const UNRECORDABLE_HOLD: Duration = Duration::from_secs(60);
 
 /// Attempts launched per endpoint and not yet committed: eight times its concurrency, so
 /// requests go on while earlier outcomes wait for their commit's fsync (the cap on all endpoints
@@ -288,7 +288,7 @@ impl Dispatcher {
             .map(|(d, event, e)| {
                 tracing::error!(
                     endpoint = %d.endpoint, event = %event.id, booking = %Escaped(&event.booking_id),
-                    error = %Escaped(&e), hold = ?UNRECORDABLE_HOLD,
+                    error = %Escaped(&e), hold = ?self.unrecordable_hold,
                     "cannot record this delivery's outcome; it is held, then attempted again with the same event id"
                 );
                 (d.endpoint, d.seq)
@@ -300,6 +300,7 @@ impl Dispatcher {
     /// Keeps deliveries in flight (not fetched, so not sent) for [`UNRECORDABLE_HOLD`], then
     /// releases them.
     fn hold(&self, keys: Vec<(String, u64)>) {
+        let hold = self.unrecordable_hold;
         if keys.is_empty() {
             return;
         }
@@ -308,7 +309,7 @@ impl Dispatcher {
             .filter_map(|(endpoint, seq)| Some((self.endpoints.get(&endpoint)?.clone(), seq)))
             .collect();
         tokio::spawn(async move {
-            tokio::time::sleep(UNRECORDABLE_HOLD).await;
+            tokio::time::sleep(hold).await;
             for (ep, seq) in held {
                 ep.in_flight
                     .lock()
@@ -430,21 +431,20 @@ fn log_outcome(d: &Delivery, event: &Event) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
-
     use super::*;
     use crate::clock::Clock;
     use crate::config::Config;
 
-    /// A receiver on 127.0.0.1:0 answering 200 to everything; returns its URL and the count of
-    /// requests it got.
-    async fn receiver() -> (String, Arc<AtomicU64>) {
-        let got = Arc::new(AtomicU64::new(0));
-        let counter = got.clone();
-        let app = axum::Router::new().fallback(move || {
-            let counter = counter.clone();
+    /// A receiver on 127.0.0.1:0 answering 200 to everything; returns its URL and the
+    /// `webhook-id` of each request it got, in order.
+    async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ids = got.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let ids = ids.clone();
             async move {
-                counter.fetch_add(1, Ordering::SeqCst);
+                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
+                ids.lock().unwrap().push(id.unwrap_or("").to_string());
                 "ok"
             }
         });
@@ -470,7 +470,7 @@ mod tests {
         // Finishing b1's first delivery promotes the second, whose row cannot be read.
         store.overwrite_delivery_row("crm", events[1].seq, b"\xffnot a row");
         let (tx, _) = tokio::sync::broadcast::channel(16);
-        let dispatcher = Dispatcher::new(
+        let mut dispatcher = Dispatcher::new(
             store.clone(),
             Clock::system(),
             &cfg.endpoints,
@@ -478,13 +478,17 @@ mod tests {
             &crate::metrics::Metrics::new(),
         )
         .unwrap();
+        assert_eq!(dispatcher.unrecordable_hold, UNRECORDABLE_HOLD);
+        let hold = Duration::from_secs(1);
+        dispatcher.unrecordable_hold = hold;
 
         let first = dispatcher.deliver_due().await;
-        assert_eq!(
-            got.load(Ordering::SeqCst),
-            2,
-            "b1's first event and b2's were sent"
-        );
+        let sent = |n: usize| got.lock().unwrap()[..n].to_vec();
+        let mut first_two = sent(2);
+        first_two.sort();
+        let mut expected = vec![events[0].id.clone(), events[2].id.clone()];
+        expected.sort();
+        assert_eq!(first_two, expected, "b1's first event and b2's were sent");
         assert!(first.is_err(), "the failed write is reported: {first:?}");
         // b2's outcome was written all the same: one bad row does not hold back the batch.
         let b2 = store.deliveries_of(events[2].seq).unwrap();
@@ -501,11 +505,33 @@ mod tests {
             let round = dispatcher.deliver_due().await.unwrap();
             assert_eq!(round.attempted, 0);
         }
-        assert_eq!(got.load(Ordering::SeqCst), 2, "nothing was sent again");
+        assert_eq!(got.lock().unwrap().len(), 2, "nothing was sent again");
         let crm = dispatcher.endpoints.get("crm").unwrap();
         assert!(
             crm.in_flight.lock().unwrap().contains(&events[0].seq),
             "held in flight until UNRECORDABLE_HOLD has passed"
         );
+
+        // Once the hold has passed it is released and attempted again, once, with the same
+        // event id; its outcome still cannot be written, so it is held again.
+        let released = tokio::time::Instant::now() + hold * 10;
+        while crm.in_flight.lock().unwrap().contains(&events[0].seq) {
+            assert!(tokio::time::Instant::now() < released, "never released");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let again = dispatcher.deliver_due().await;
+        assert!(again.is_err(), "still cannot be written: {again:?}");
+        assert_eq!(
+            got.lock().unwrap()[2..],
+            [events[0].id.clone()],
+            "sent again once after the hold, with the same event id"
+        );
+        assert!(
+            crm.in_flight.lock().unwrap().contains(&events[0].seq),
+            "held again"
+        );
+        let round = dispatcher.deliver_due().await.unwrap();
+        assert_eq!(round.attempted, 0);
+        assert_eq!(got.lock().unwrap().len(), 3);
     }
 }
