@@ -297,13 +297,13 @@ impl Dispatcher {
         Some((rows, events, unrecordable))
     }
 
-    /// Keeps deliveries in flight (not fetched, so not sent) for [`UNRECORDABLE_HOLD`], then
-    /// releases them.
+    /// Keeps deliveries in flight (not fetched, so not sent) for the dispatcher's
+    /// `unrecordable_hold` ([`UNRECORDABLE_HOLD`]), then releases them.
     fn hold(&self, keys: Vec<(String, u64)>) {
-        let hold = self.unrecordable_hold;
         if keys.is_empty() {
             return;
         }
+        let hold = self.unrecordable_hold;
         let held: Vec<(Arc<EndpointRuntime>, u64)> = keys
             .into_iter()
             .filter_map(|(endpoint, seq)| Some((self.endpoints.get(&endpoint)?.clone(), seq)))
@@ -483,8 +483,7 @@ mod tests {
         dispatcher.unrecordable_hold = hold;
 
         let first = dispatcher.deliver_due().await;
-        let sent = |n: usize| got.lock().unwrap()[..n].to_vec();
-        let mut first_two = sent(2);
+        let mut first_two = got.lock().unwrap()[..2].to_vec();
         first_two.sort();
         let mut expected = vec![events[0].id.clone(), events[2].id.clone()];
         expected.sort();
